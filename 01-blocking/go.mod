@@ -1,0 +1,12 @@
+module reactorlab/01-blocking
+
+go 1.26.0
+
+require (
+	github.com/google/go-cmp v0.7.0
+	github.com/stretchr/testify v1.12.1
+	golang.org/x/sys v0.50.0
+	reactorlab/shared v0.0.0
+)
+
+replace reactorlab/shared => ../shared

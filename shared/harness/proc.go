@@ -1,0 +1,178 @@
+package harness
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// What the harness reads from /proc/PID about the server process. Every
+// reader fails with an error (never a zero) once the process is gone, so a
+// dead server cannot pass a "no leak" or "no CPU" check.
+
+// clockTick is USER_HZ, the unit of utime and stime in /proc/PID/stat. It
+// is 100 on every Linux the harness runs on; the kernel fixes it at build.
+const clockTick = 10 * time.Millisecond
+
+// OpenFDs counts the server's open file descriptors.
+func (s *Server) OpenFDs() (int, error) {
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", s.pid))
+	if err != nil {
+		return 0, fmt.Errorf("count open fds: %w", err)
+	}
+	return len(ents), nil
+}
+
+// CPU is the user plus system time the server has used.
+func (s *Server) CPU() (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", s.pid))
+	if err != nil {
+		return 0, fmt.Errorf("read cpu time: %w", err)
+	}
+	// The command name (field 2) may hold spaces; fields count after ')'.
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	if len(f) < 13 {
+		return 0, fmt.Errorf("read cpu time: short /proc/%d/stat", s.pid)
+	}
+	utime, err1 := strconv.ParseInt(f[11], 10, 64)
+	stime, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("read cpu time: bad /proc/%d/stat", s.pid)
+	}
+	return time.Duration(utime+stime) * clockTick, nil
+}
+
+// RSS is the server's resident memory in bytes.
+func (s *Server) RSS() (int64, error) {
+	kb, err := statusField(fmt.Sprintf("/proc/%d/status", s.pid), "VmRSS:")
+	return kb << 10, err
+}
+
+// Threads is the number of OS threads in the server process.
+func (s *Server) Threads() (int, error) {
+	n, err := statusField(fmt.Sprintf("/proc/%d/status", s.pid), "Threads:")
+	return int(n), err
+}
+
+// Wakeups counts context switches over all of the server's threads: a
+// thread that sleeps in epoll_wait makes none, a 10 ms poll loop makes 100
+// a second even when its CPU time rounds to zero ticks.
+func (s *Server) Wakeups() (int64, error) {
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", s.pid))
+	if err != nil {
+		return 0, fmt.Errorf("count wakeups: %w", err)
+	}
+	var total int64
+	for _, t := range tasks {
+		path := fmt.Sprintf("/proc/%d/task/%s/status", s.pid, t.Name())
+		v, err1 := statusField(path, "voluntary_ctxt_switches:")
+		n, err2 := statusField(path, "nonvoluntary_ctxt_switches:")
+		if err1 != nil || err2 != nil {
+			continue // the thread exited between ReadDir and here
+		}
+		total += v + n
+	}
+	return total, nil
+}
+
+// SetFDLimit lowers the server's soft RLIMIT_NOFILE (the hard limit stays),
+// as `prlimit --nofile` would, and returns the previous soft limit.
+func (s *Server) SetFDLimit(soft uint64) (uint64, error) {
+	var old unix.Rlimit
+	if err := unix.Prlimit(s.pid, unix.RLIMIT_NOFILE, nil, &old); err != nil {
+		return 0, fmt.Errorf("prlimit: %w", err)
+	}
+	lim := unix.Rlimit{Cur: soft, Max: old.Max}
+	if err := unix.Prlimit(s.pid, unix.RLIMIT_NOFILE, &lim, nil); err != nil {
+		return 0, fmt.Errorf("prlimit: %w", err)
+	}
+	return old.Cur, nil
+}
+
+func statusField(path, key string) (int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), key); ok {
+			return strconv.ParseInt(strings.Fields(v)[0], 10, 64)
+		}
+	}
+	return 0, fmt.Errorf("%s: no %s", path, key)
+}
+
+// listenerOwner finds, among root and its descendants, the process holding
+// the socket that listens on addr, so that /proc readings and signals reach
+// the server and not a `go run` or shell wrapper. It falls back to root.
+func listenerOwner(root int, addr string) int {
+	inode := listenInode(addr)
+	if inode == "" {
+		return root
+	}
+	want := "socket:[" + inode + "]"
+	for _, pid := range descendants(root) {
+		fds, _ := filepath.Glob(fmt.Sprintf("/proc/%d/fd/*", pid))
+		for _, fd := range fds {
+			if link, err := os.Readlink(fd); err == nil && link == want {
+				return pid
+			}
+		}
+	}
+	return root
+}
+
+// listenInode returns the inode of the LISTEN socket on addr's port, from
+// /proc/net/tcp (state 0A is TCP_LISTEN).
+func listenInode(addr string) string {
+	_, port, _ := strings.Cut(addr, ":")
+	p, err := strconv.Atoi(port)
+	if err != nil {
+		return ""
+	}
+	hexPort := fmt.Sprintf(":%04X", p)
+	for _, table := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		b, err := os.ReadFile(table)
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n")[1:] {
+			f := strings.Fields(line)
+			if len(f) > 9 && strings.HasSuffix(f[1], hexPort) && f[3] == "0A" {
+				return f[9]
+			}
+		}
+	}
+	return ""
+}
+
+// descendants returns root and every process below it, root first.
+func descendants(root int) []int {
+	children := map[int][]int{}
+	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
+	for _, path := range stats {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			continue
+		}
+		f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+		pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(path)))
+		if len(f) > 1 {
+			ppid, _ := strconv.Atoi(f[1])
+			children[ppid] = append(children[ppid], pid)
+		}
+	}
+	out := []int{root}
+	for i := 0; i < len(out); i++ {
+		out = append(out, children[out[i]]...)
+	}
+	return out
+}
