@@ -21,8 +21,11 @@ import (
 const DefaultMaxLine = 64 << 10
 
 // stampLayout is the reply prefix. The seed's C++ example wrote month and day
-// with no dash between them; this is the corrected form.
-const stampLayout = "[2006-01-02 15:04:05]"
+// with no dash between them (seedLayout); stampLayout is the corrected form.
+const (
+	stampLayout = "[2006-01-02 15:04:05]"
+	seedLayout  = "[2006-0102 15:04:05]"
+)
 
 const replyMarker = "server reply: "
 
@@ -81,8 +84,15 @@ func NewDecoder(max int) *Decoder {
 	return &Decoder{max: max}
 }
 
-// Feed appends p to the input. It keeps no reference to p.
+// Feed appends p to the input. It keeps no reference to p. Once the decoder
+// has failed, Feed discards p.
 func (d *Decoder) Feed(p []byte) {
+	if d.err != nil {
+		// Framing is lost and nothing more will be returned: keeping the
+		// input would let a client that goes on sending grow the buffer
+		// while its connection waits to be closed.
+		return
+	}
 	if d.off > 0 {
 		// Slide the unfinished tail to the front so the buffer stops growing
 		// once it has reached one line plus one read.
@@ -92,6 +102,15 @@ func (d *Decoder) Feed(p []byte) {
 		d.off = 0
 	}
 	d.buf = append(d.buf, p...)
+	if d.scan == len(d.buf)-len(p) && bytes.IndexByte(p, '\n') < 0 {
+		// Everything buffered is one unfinished line, so it can be judged
+		// now: a caller that feeds several reads before calling Next must
+		// not be able to buffer a line of any length.
+		d.scan = len(d.buf)
+		if d.pendingTooLong() {
+			d.fail()
+		}
+	}
 }
 
 // Next returns the next complete line without its "\n" or "\r\n".
@@ -106,17 +125,23 @@ func (d *Decoder) Next() ([]byte, error) {
 		line := dropCR(d.buf[d.off:end])
 		d.off, d.scan = end+1, end+1
 		if len(line) > d.max {
-			d.err = &LineTooLongError{Max: d.max}
-			return nil, d.err
+			return nil, d.fail()
 		}
 		return line, nil
 	}
 	d.scan = len(d.buf)
 	if d.pendingTooLong() {
-		d.err = &LineTooLongError{Max: d.max}
-		return nil, d.err
+		return nil, d.fail()
 	}
 	return nil, nil
+}
+
+// fail makes the decoder's error sticky and releases its buffer, which can
+// hold nothing more of use.
+func (d *Decoder) fail() error {
+	d.err = &LineTooLongError{Max: d.max}
+	d.buf, d.off, d.scan = nil, 0, 0
+	return d.err
 }
 
 // pendingTooLong reports whether the unfinished line is already over the
@@ -149,7 +174,12 @@ func dropCR(line []byte) []byte {
 
 // AppendReply appends the stamp-mode reply for line to dst.
 func AppendReply(dst []byte, now time.Time, line []byte) []byte {
-	dst = now.AppendFormat(dst, stampLayout)
+	return appendStamped(now.AppendFormat(dst, stampLayout), nil, line)
+}
+
+// appendStamped appends the reply for line after a stamp already formatted.
+func appendStamped(dst, stamp, line []byte) []byte {
+	dst = append(dst, stamp...)
 	dst = append(dst, replyMarker...)
 	dst = append(dst, line...)
 	return append(dst, '\n')
@@ -168,6 +198,11 @@ func AppendError(dst []byte, err error) []byte {
 func ParseReply(reply []byte) (time.Time, []byte, error) {
 	n := len(stampLayout)
 	if len(reply) < n || reply[0] != '[' || reply[n-1] != ']' {
+		if isSeedStamp(reply) {
+			// The seed's stamp is one byte short, so it fails the shape
+			// check; name its mistake rather than just the shape.
+			return time.Time{}, nil, fmt.Errorf("stamp %q is not [YYYY-MM-DD HH:MM:SS]: the dash between month and day is missing", reply[:len(seedLayout)])
+		}
 		return time.Time{}, nil, fmt.Errorf("reply %.40q does not start with a [YYYY-MM-DD HH:MM:SS] stamp", reply)
 	}
 	t, err := time.ParseInLocation(stampLayout, string(reply[:n]), time.Local)
@@ -181,6 +216,15 @@ func ParseReply(reply []byte) (time.Time, []byte, error) {
 	return t, rest, nil
 }
 
+// isSeedStamp reports whether reply starts with the seed's dashless stamp.
+func isSeedStamp(reply []byte) bool {
+	if len(reply) < len(seedLayout) {
+		return false
+	}
+	_, err := time.Parse(seedLayout, string(reply[:len(seedLayout)]))
+	return err == nil
+}
+
 // ErrClosing is not an error of the client's: Input returns it with the
 // output owed so far when the connection must be closed once that output is
 // delivered.
@@ -188,9 +232,14 @@ var ErrClosing = errors.New("close after output")
 
 // Session is one connection's protocol state.
 type Session struct {
-	mode Mode
-	dec  *Decoder
-	now  func() time.Time
+	mode    Mode
+	dec     *Decoder
+	now     func() time.Time
+	errSent bool // the "error:" line is owed once, however often Input is called
+
+	// stamp holds the formatted time of the batch Input is answering:
+	// formatting costs several times what the rest of a reply does.
+	stamp [len(stampLayout) + 8]byte
 }
 
 // NewSession returns the state for one new connection.
@@ -206,19 +255,24 @@ func (s *Session) Input(out, in []byte) ([]byte, error) {
 		return append(out, in...), nil
 	}
 	s.dec.Feed(in)
-	var now time.Time
+	var stamp []byte
 	for {
 		line, err := s.dec.Next()
 		if err != nil {
-			return AppendError(out, err), ErrClosing
+			if !s.errSent {
+				s.errSent = true
+				out = AppendError(out, err)
+			}
+			return out, ErrClosing
 		}
 		if line == nil {
 			return out, nil
 		}
-		if now.IsZero() {
-			now = s.now() // one clock read per batch, not per line
+		if stamp == nil {
+			// One clock read per batch, not per line.
+			stamp = s.now().AppendFormat(s.stamp[:0], stampLayout)
 		}
-		out = AppendReply(out, now, line)
+		out = appendStamped(out, stamp, line)
 	}
 }
 
