@@ -218,3 +218,15 @@ func tableCells(line string) []string {
 	}
 	return parts
 }
+
+// StartServer starts cmd with args for a test or benchmark that talks to
+// the server itself, and stops it when the test ends.
+func StartServer(tb testing.TB, cmd Command, args ...string) *Server {
+	tb.Helper()
+	s, err := start(context.Background(), cmd, args, nil)
+	if err != nil {
+		tb.Fatalf("start %s: %v", cmd, err)
+	}
+	tb.Cleanup(s.Stop)
+	return s
+}

@@ -2,11 +2,14 @@ package harness
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
+	"os/exec"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -21,6 +24,9 @@ type Env struct {
 	mu      sync.Mutex
 	servers []*Server
 	clients []*Client
+	// mayExit holds servers a scenario told to exit (shutdown sends
+	// SIGTERM), so that their exit is not reported as a crash.
+	mayExit map[*Server]bool
 
 	conns      atomic.Int64
 	sent, recv atomic.Int64
@@ -62,7 +68,7 @@ func (e *Env) Dial(s *Server) (*Client, error) {
 		return nil, Fail(Refused, "connect to "+s.Addr(), err.Error(), "a connection",
 			"the server stopped listening or its backlog is full")
 	}
-	c := &Client{conn: conn.(*net.TCPConn), env: e}
+	c := &Client{conn: conn.(*net.TCPConn), env: e, dialed: time.Now()}
 	e.conns.Add(1)
 	e.mu.Lock()
 	e.clients = append(e.clients, c)
@@ -91,17 +97,48 @@ func (e *Env) stopServers() {
 	}
 }
 
+// expectExit tells Run that s is meant to exit from now on, so its exit is
+// the scenario's to judge and not a crash.
+func (e *Env) expectExit(s *Server) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.mayExit == nil {
+		e.mayExit = map[*Server]bool{}
+	}
+	e.mayExit[s] = true
+}
+
 // crashed reports a server that exited while the scenario still needed it.
 func (e *Env) crashed() *Failure {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	for _, s := range e.servers {
-		if !s.Alive() {
+		if !s.Alive() && !e.mayExit[s] {
+			hint := "the server died; the last lines it printed:\n" + lastLines(s.Output(), 10)
+			if sig, ok := deathSignal(s.status); ok && sig == syscall.SIGPIPE {
+				// The usual death of a C server whose client reset: say why.
+				hint = "a write to a connection the client had closed raised SIGPIPE, whose default action " +
+					"kills the process: ignore SIGPIPE or write with send(..., MSG_NOSIGNAL)"
+			}
 			return Fail(Crash, "server "+s.Addr(), "exit during the scenario ("+exitString(s.status)+")",
-				"a server that keeps running", "the server died; the last lines it printed:\n"+lastLines(s.Output(), 10))
+				"a server that keeps running", hint)
 		}
 	}
 	return nil
+}
+
+// deathSignal returns the signal that killed a process, given cmd.Wait's
+// result.
+func deathSignal(status error) (syscall.Signal, bool) {
+	var ee *exec.ExitError
+	if !errors.As(status, &ee) {
+		return 0, false
+	}
+	ws, ok := ee.Sys().(syscall.WaitStatus)
+	if !ok || !ws.Signaled() {
+		return 0, false
+	}
+	return ws.Signal(), true
 }
 
 func (e *Env) outputTail() string {

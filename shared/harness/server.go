@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"os/exec"
 	"regexp"
 	"strings"
@@ -65,7 +66,7 @@ func start(ctx context.Context, c Command, args []string, out io.Writer) (*Serve
 	cmd := exec.Command(c.Path, args...)
 	// Own process group, so Stop reaches every process a wrapper started.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Stdin = nil
+	cmd.Env = append(os.Environ(), "GORACE="+raceOptions())
 	t := newTail(out)
 	cmd.Stderr = t
 	stdout, err := cmd.StdoutPipe()
@@ -165,6 +166,14 @@ func (s *Server) Stop() {
 
 // Output is the tail of everything the server printed after its ready line.
 func (s *Server) Output() string { return s.out.String() }
+
+// raceOptions are for servers built with -race (harmless for others):
+// exit at once rather than after the race runtime's default 1 s pause,
+// which would eat half the 2 s shutdown budget, and stop at the first data
+// race, so that a race fails the scenario as a crash with its report.
+func raceOptions() string {
+	return strings.TrimSpace(os.Getenv("GORACE") + " atexit_sleep_ms=0 halt_on_error=1")
+}
 
 func exitString(err error) string {
 	if err == nil {

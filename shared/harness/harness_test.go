@@ -1,0 +1,367 @@
+package harness
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"reactorlab/shared/protocol"
+)
+
+// The harness's own tests: everything that needs no chapter server. The
+// scenarios themselves are proven by every chapter's go test and by the
+// grader's tests against deliberately buggy servers.
+
+// designOrder is DESIGN.md's scenario table, top to bottom.
+var designOrder = []string{
+	"reply", "framing", "echo", "concurrent", "many", "bulk", "slow-reader",
+	"close", "half-close", "long-line", "idle", "shutdown", "fd-limit",
+}
+
+func names(ss []Scenario) []string {
+	out := make([]string, 0, len(ss))
+	for _, s := range ss {
+		out = append(out, s.Name)
+	}
+	return out
+}
+
+func TestScenariosInDesignOrder(t *testing.T) {
+	ss := Scenarios()
+	if diff := cmp.Diff(designOrder, names(ss)); diff != "" {
+		t.Errorf("Scenarios() names (-want +got):\n%s", diff)
+	}
+	for _, s := range ss {
+		if s.What == "" || s.Run == nil {
+			t.Errorf("scenario %q: What %q, Run set %v; want both", s.Name, s.What, s.Run != nil)
+		}
+	}
+}
+
+func TestFind(t *testing.T) {
+	for _, name := range designOrder {
+		if s, ok := Find(name); !ok || s.Name != name {
+			t.Errorf("Find(%q) = %q, %v; want %q, true", name, s.Name, ok, name)
+		}
+	}
+	if s, ok := Find("no-such-scenario"); ok {
+		t.Errorf("Find(%q) = %q, true; want false", "no-such-scenario", s.Name)
+	}
+}
+
+func TestStage(t *testing.T) {
+	stage1 := []string{"reply", "framing", "echo", "bulk", "close", "half-close", "long-line", "shutdown"}
+	tests := []struct {
+		n    int
+		want []string
+	}{
+		{1, stage1},
+		{2, []string{"reply", "framing", "echo", "concurrent", "bulk", "close", "half-close", "long-line", "idle", "shutdown"}},
+		{3, []string{"reply", "framing", "echo", "concurrent", "many", "bulk", "close", "half-close", "long-line", "idle", "shutdown"}},
+		{4, []string{"reply", "framing", "echo", "concurrent", "many", "bulk", "close", "half-close", "long-line", "idle", "shutdown", "fd-limit"}},
+		{MaxStage, designOrder},
+	}
+	for _, tt := range tests {
+		got, err := Stage(tt.n)
+		if err != nil {
+			t.Errorf("Stage(%d): %v", tt.n, err)
+			continue
+		}
+		if diff := cmp.Diff(tt.want, names(got)); diff != "" {
+			t.Errorf("Stage(%d) (-want +got):\n%s", tt.n, diff)
+		}
+	}
+	// Cumulative: each stage keeps everything the one before required.
+	prev := map[string]bool{}
+	for n := 1; n <= MaxStage; n++ {
+		got, err := Stage(n)
+		if err != nil {
+			t.Fatalf("Stage(%d): %v", n, err)
+		}
+		have := map[string]bool{}
+		for _, s := range got {
+			have[s.Name] = true
+		}
+		for name := range prev {
+			if !have[name] {
+				t.Errorf("Stage(%d) drops %q, which stage %d required", n, name, n-1)
+			}
+		}
+		prev = have
+	}
+	for _, n := range []int{0, -1, MaxStage + 1} {
+		if got, err := Stage(n); err == nil {
+			t.Errorf("Stage(%d) = %v, want an error", n, names(got))
+		}
+	}
+}
+
+func TestFailureError(t *testing.T) {
+	tests := []struct {
+		f    *Failure
+		want string
+	}{
+		{Fail(Stall, "reply to one line", "nothing within the deadline", `reply to "hi"`, "hint"),
+			`reply to one line [stall]: got nothing within the deadline, want reply to "hi"`},
+		{Fail(Crash, "server 127.0.0.1:1", "exit", "", ""), "server 127.0.0.1:1 [crash]: got exit, want "},
+		{Fail(Wrong, "scenario", "", "", "hint"), "scenario [wrong]"},
+	}
+	for _, tt := range tests {
+		if diff := cmp.Diff(tt.want, tt.f.Error()); diff != "" {
+			t.Errorf("Error() (-want +got):\n%s", diff)
+		}
+	}
+}
+
+func TestAsFailure(t *testing.T) {
+	if f := AsFailure(nil); f != nil {
+		t.Errorf("AsFailure(nil) = %v, want nil", f)
+	}
+	f := Fail(Leak, "step", "3 fds", "0 fds", "close them")
+	if got := AsFailure(fmt.Errorf("wrapped: %w", f)); got != f {
+		t.Errorf("AsFailure(wrapped failure) = %v, want the failure itself", got)
+	}
+	got := AsFailure(errors.New("dial: boom"))
+	if diff := cmp.Diff(&Failure{Kind: Wrong, Step: "dial: boom"}, got); diff != "" {
+		t.Errorf("AsFailure(plain error) (-want +got):\n%s", diff)
+	}
+}
+
+func TestExplain(t *testing.T) {
+	const hint = "the step's own hint"
+	tests := []struct {
+		name string
+		in   *Failure
+		want string
+	}{
+		{"stall", Fail(Stall, "s", "nothing", "reply to x", ""), hint},
+		{"refused", Fail(Refused, "s", "FIN", "reply to x", ""), hint},
+		{"wrong line", Fail(Wrong, "s", "reply to y", "reply to x", "generic"), hint},
+		{"malformed reply keeps its format hint", Fail(Wrong, "s", `"junk"`, "[YYYY-MM-DD HH:MM:SS]server reply: LINE", "format"), "format"},
+	}
+	for _, tt := range tests {
+		got := AsFailure(explain(tt.in, hint)).Hint
+		if diff := cmp.Diff(tt.want, got); diff != "" {
+			t.Errorf("%s: hint (-want +got):\n%s", tt.name, diff)
+		}
+	}
+}
+
+func TestSizeString(t *testing.T) {
+	tests := []struct {
+		n    int64
+		want string
+	}{
+		{0, "0 B"},
+		{1023, "1023 B"},
+		{1024, "1.0 KiB"},
+		{1536, "1.5 KiB"},
+		{1<<20 - 1, "1024.0 KiB"},
+		{1 << 20, "1.0 MiB"},
+		{16 << 20, "16.0 MiB"},
+	}
+	for _, tt := range tests {
+		if got := sizeString(tt.n); got != tt.want {
+			t.Errorf("sizeString(%d) = %q, want %q", tt.n, got, tt.want)
+		}
+	}
+}
+
+func TestMatrixColumn(t *testing.T) {
+	const readme = "# reactor-lab\n\n" +
+		"| chapter | what |\n|---|---|\n| `reply` | not the matrix |\n\n" +
+		"The matrix:\n\n" +
+		"| scenario | 01 serial | 01 thread |\n" +
+		"|:---|:---:|---:|\n" +
+		"| `reply` | pass | **pass** |\n" +
+		"| `concurrent` | **limit** (stall) | pass |\n" +
+		"| many | _limit_ | `skip` |\n" +
+		"\nAfter the table.\n\n" +
+		"| scenario | 01 serial |\n|---|---|\n| `reply` | skip |\n"
+	tests := []struct {
+		column  string
+		want    map[string]string
+		wantErr string
+	}{
+		{column: "01 serial", want: map[string]string{"reply": "pass", "concurrent": "limit", "many": "limit"}},
+		{column: "01 thread", want: map[string]string{"reply": "pass", "concurrent": "pass", "many": "skip"}},
+		{column: "07", wantErr: `matrix has no column "07"`},
+	}
+	for _, tt := range tests {
+		got, err := matrixColumn(readme, tt.column)
+		if tt.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("matrixColumn(%q) error = %v, want one containing %q", tt.column, err, tt.wantErr)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("matrixColumn(%q): %v", tt.column, err)
+			continue
+		}
+		if diff := cmp.Diff(tt.want, got); diff != "" {
+			t.Errorf("matrixColumn(%q) (-want +got):\n%s", tt.column, diff)
+		}
+	}
+	if got, err := matrixColumn("no table here\n", "01 serial"); err == nil {
+		t.Errorf("matrixColumn(no table) = %v, want an error", got)
+	}
+}
+
+func TestFirstDiff(t *testing.T) {
+	tests := []struct {
+		got, want string
+		i         int
+	}{
+		{"abc", "abc", -1},
+		{"abd", "abc", 2},
+		{"ab", "abc", -1}, // a short read is reported by the caller
+		{"", "", -1},
+	}
+	for _, tt := range tests {
+		if i := firstDiff([]byte(tt.got), []byte(tt.want)); i != tt.i {
+			t.Errorf("firstDiff(%q, %q) = %d, want %d", tt.got, tt.want, i, tt.i)
+		}
+	}
+}
+
+// TestSeededStreamIgnoresChunking guards what echoStream relies on: the
+// writer and the reader cut the same seeded stream at different places
+// and must still see the same bytes.
+func TestSeededStreamIgnoresChunking(t *testing.T) {
+	const total = 10_000
+	whole := make([]byte, total)
+	rand.NewChaCha8(streamSeed).Read(whole)
+	pieces := make([]byte, 0, total)
+	src := rand.NewChaCha8(streamSeed)
+	for _, n := range []int{1, 7, 8, 9, 4093, 5882} {
+		p := make([]byte, n)
+		src.Read(p)
+		pieces = append(pieces, p...)
+	}
+	if i := firstDiff(pieces, whole); i >= 0 || len(pieces) != total {
+		t.Errorf("stream read in pieces differs from one read at offset %d (of %d bytes)", i, len(pieces))
+	}
+}
+
+// fakeServer is a "server" that prints a ready line and then waits: enough
+// for Run's process handling, which needs no socket.
+var fakeServer = Command{Path: "/bin/sh", Args: []string{"-c", `echo "listening on 127.0.0.1:9"; exec sleep 30`, "sh"}}
+
+// TestRunCrashAndExpectedExit checks that a server dying mid-scenario is a
+// crash, unless the scenario said it would exit (as shutdown does).
+func TestRunCrashAndExpectedExit(t *testing.T) {
+	if _, err := exec.LookPath("sleep"); err != nil {
+		t.Skip("no sleep command")
+	}
+	kill := func(sig syscall.Signal, expect bool) Scenario {
+		return Scenario{Name: "kill", Run: func(e *Env) error {
+			s, err := e.Start()
+			if err != nil {
+				return err
+			}
+			if expect {
+				e.expectExit(s)
+			}
+			if err := s.Signal(sig); err != nil {
+				return err
+			}
+			if !exited(s, time.Now().Add(5*time.Second)) {
+				return Fail(Exit, "fake server", "still running", "exited", "")
+			}
+			return nil
+		}}
+	}
+	r := Run(context.Background(), kill(syscall.SIGTERM, false), fakeServer, Options{})
+	if r.Failure == nil || r.Failure.Kind != Crash {
+		t.Errorf("server killed, exit not expected: failure %v, want kind %s", r.Failure, Crash)
+	}
+	r = Run(context.Background(), kill(syscall.SIGTERM, true), fakeServer, Options{})
+	if r.Failure != nil {
+		t.Errorf("server killed, exit expected: failure %v, want none", r.Failure)
+	}
+	r = Run(context.Background(), kill(syscall.SIGPIPE, false), fakeServer, Options{})
+	if f := r.Failure; f == nil || f.Kind != Crash || !strings.Contains(f.Hint, "SIGPIPE") {
+		t.Errorf("server killed by SIGPIPE: failure %+v, want a crash whose hint names SIGPIPE", f)
+	}
+}
+
+func TestDeathSignal(t *testing.T) {
+	err := exec.Command("/bin/sh", "-c", "kill -PIPE $$").Run()
+	sig, ok := deathSignal(err)
+	if !ok || sig != syscall.SIGPIPE {
+		t.Errorf("deathSignal(%v) = %v, %v; want SIGPIPE, true", err, sig, ok)
+	}
+	err = exec.Command("/bin/sh", "-c", "exit 3").Run()
+	if sig, ok := deathSignal(err); ok {
+		t.Errorf("deathSignal(%v) = %v, true; want false", err, sig)
+	}
+	if sig, ok := deathSignal(nil); ok {
+		t.Errorf("deathSignal(nil) = %v, true; want false", sig)
+	}
+}
+
+// loopbackClient returns a Client connected to the other end, which the
+// test writes the "server's" bytes into.
+func loopbackClient(t *testing.T) (*Client, net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	e := newEnv(context.Background(), Command{}, Options{})
+	dialed, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { dialed.Close(); peer.Close() })
+	return &Client{conn: dialed.(*net.TCPConn), env: e, dialed: time.Now()}, peer
+}
+
+// TestExpectReplyStamp: a stamp is judged against when the reply could have
+// been made (after the connection opened, before it was read), not against
+// when the harness got round to reading it.
+func TestExpectReplyStamp(t *testing.T) {
+	now := time.Now()
+	tests := []struct {
+		name     string
+		dialedAt time.Time
+		stamp    time.Time
+		wantKind Kind // "" for no failure
+	}{
+		{"now", now, now, ""},
+		{"read 5 s after the reply was made", now.Add(-6 * time.Second), now.Add(-5 * time.Second), ""},
+		{"UTC instead of local time, or a frozen clock", now, now.Add(-3 * time.Hour), Wrong},
+		{"stamped before the connection opened", now, now.Add(-10 * time.Second), Wrong},
+		{"in the future", now, now.Add(time.Hour), Wrong},
+	}
+	for _, tt := range tests {
+		c, peer := loopbackClient(t)
+		c.dialed = tt.dialedAt
+		peer.SetWriteDeadline(time.Now().Add(ioTimeout))
+		if _, err := peer.Write(protocol.AppendReply(nil, tt.stamp, []byte("hi"))); err != nil {
+			t.Fatal(err)
+		}
+		var kind Kind
+		if f := AsFailure(c.ExpectReply("reply", []byte("hi"), time.Now().Add(ioTimeout))); f != nil {
+			kind = f.Kind
+		}
+		if kind != tt.wantKind {
+			t.Errorf("%s: failure kind %q, want %q", tt.name, kind, tt.wantKind)
+		}
+	}
+}

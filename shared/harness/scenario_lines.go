@@ -1,0 +1,287 @@
+package harness
+
+import (
+	"bytes"
+	"fmt"
+	"strings"
+	"time"
+
+	"reactorlab/shared/protocol"
+)
+
+// The stamp-mode scenarios about lines: how they are cut from the stream,
+// what happens at the stream's end, and what happens to a line too long.
+
+func init() {
+	register(Scenario{
+		Name: "framing",
+		What: "a line sent 1 byte at a time, 100 lines in one write, CRLF, NUL bytes, an empty line",
+		Run:  runFraming,
+	})
+	register(Scenario{
+		Name: "half-close",
+		What: "1,000 lines then shutdown(SHUT_WR): all 1,000 replies, then EOF",
+		Run:  runHalfClose,
+	})
+	register(Scenario{
+		Name: "long-line",
+		What: "over -max-line: an error: line, then close; others unaffected",
+		Run:  runLongLine,
+	})
+}
+
+// batchLines is how many lines go in one write: enough that any server
+// reading a few KiB at a time gets many lines per read.
+const batchLines = 100
+
+func runFraming(e *Env) error {
+	s, err := e.Start()
+	if err != nil {
+		return err
+	}
+	c, err := e.Dial(s)
+	if err != nil {
+		return err
+	}
+
+	// TCP_NODELAY (Go's default) makes each write its own segment, so the
+	// server really sees the line in pieces.
+	step := "one line sent 1 byte per write"
+	line := []byte("sent one byte at a time")
+	for _, b := range append(line, '\n') {
+		if err := c.Send([]byte{b}); err != nil {
+			return Fail(Refused, step, err.Error(), "the server to read every byte", "")
+		}
+	}
+	if err := c.ExpectReply(step, line, time.Now().Add(ioTimeout)); err != nil {
+		return explain(err, "a read returns whatever has arrived, maybe part of a line: keep the bytes of an "+
+			"unfinished line and answer only once its '\\n' has come")
+	}
+
+	var batch []byte
+	for i := 1; i <= batchLines; i++ {
+		batch = fmt.Appendf(batch, "line %d of %d\n", i, batchLines)
+	}
+	if err := c.Send(batch); err != nil {
+		return Fail(Refused, fmt.Sprintf("send %d lines in one write", batchLines), err.Error(), "the server to read them", "")
+	}
+	deadline := time.Now().Add(ioTimeout)
+	for i := 1; i <= batchLines; i++ {
+		step := fmt.Sprintf("reply %d of %d lines sent in one write", i, batchLines)
+		want := fmt.Appendf(nil, "line %d of %d", i, batchLines)
+		if err := c.ExpectReply(step, want, deadline); err != nil {
+			return explain(err, "one read may return many lines: answer every complete line in the buffer, "+
+				"in order, and keep the unfinished rest for the next read")
+		}
+	}
+
+	singles := []struct {
+		step, send, want, hint string
+	}{
+		{"CRLF line", "crlf line\r\n", "crlf line",
+			"a '\\r' right before the '\\n' is part of the line ending (telnet and Windows send CRLF): drop it"},
+		{"line with NUL bytes and invalid UTF-8", "nul\x00byte \xff\xfe\n", "nul\x00byte \xff\xfe",
+			"pass the line's bytes through verbatim: no C string functions that stop at NUL, no text decoding"},
+		{"empty line", "\n", "",
+			"an empty line is a line: answer it with an empty L (`[...]server reply: ` then '\\n')"},
+	}
+	for _, t := range singles {
+		if err := c.Send([]byte(t.send)); err != nil {
+			return Fail(Refused, t.step, err.Error(), "the server to read the line", "")
+		}
+		if err := c.ExpectReply(t.step, []byte(t.want), time.Now().Add(ioTimeout)); err != nil {
+			return explain(err, t.hint)
+		}
+	}
+	return nil
+}
+
+// explain gives a failure from ExpectReply the step's own hint when the
+// reply was missing or carried the wrong line; a malformed reply keeps the
+// format hint ExpectReply chose.
+func explain(err error, hint string) error {
+	f := AsFailure(err)
+	if f.Kind == Stall || f.Kind == Refused || strings.HasPrefix(f.Want, "reply to") {
+		f.Hint = hint
+	}
+	return f
+}
+
+// halfCloseLines is the contract's figure: more replies than fit one write,
+// so a server that stops at EOF leaves some visibly unsent.
+const halfCloseLines = 1000
+
+// halfCloseTimeout bounds all 1,000 replies and the close after them.
+const halfCloseTimeout = 5 * time.Second
+
+func runHalfClose(e *Env) error {
+	s, err := e.Start()
+	if err != nil {
+		return err
+	}
+	c, err := e.Dial(s)
+	if err != nil {
+		return err
+	}
+	lines := make([][]byte, halfCloseLines)
+	var payload []byte
+	for i := range lines {
+		lines[i] = fmt.Appendf(nil, "line %d of %d", i+1, halfCloseLines)
+		payload = append(payload, lines[i]...)
+		if i < len(lines)-1 {
+			payload = append(payload, '\n') // the last line ends at EOF instead
+		}
+	}
+	step := fmt.Sprintf("send %d lines, the last without '\\n', then shutdown(SHUT_WR)", halfCloseLines)
+	if err := c.Send(payload); err != nil {
+		return Fail(Refused, step, err.Error(), "the server to read them", "")
+	}
+	if err := c.CloseWrite(); err != nil {
+		return Fail(Refused, step, err.Error(), "a half-closed connection", "")
+	}
+
+	deadline := time.Now().Add(halfCloseTimeout)
+	last := len(lines) - 1
+	for i, line := range lines {
+		step := fmt.Sprintf("reply %d of %d after the client's FIN", i+1, len(lines))
+		err := c.ExpectReply(step, line, deadline)
+		if err == nil {
+			continue
+		}
+		f := AsFailure(err)
+		if f.Kind == Wrong {
+			return f
+		}
+		f.Got = fmt.Sprintf("%d of %d replies, then %s", i, len(lines), f.Got)
+		switch {
+		case i == last:
+			f.Hint = "the last line had no '\\n' before EOF: answer it like any other line"
+		case f.Kind == Refused:
+			f.Hint = "replies owed were dropped at EOF: on read()==0, send every reply still owed, then close"
+		default:
+			f.Hint = "replies stopped part-way: the 1,000 lines arrive in one burst, so under edge-triggered epoll " +
+				"read until EAGAIN (a read that stops early leaves bytes no new edge will announce); and " +
+				"read()==0 means no more input, not no more output: keep sending what is owed"
+		}
+		return f
+	}
+	if err := c.ExpectEOF("close after the last reply", deadline); err != nil {
+		f := AsFailure(err)
+		if f.Kind == Stall {
+			f.Hint = "after the client's FIN and all replies are sent, close the connection"
+		} else {
+			f.Hint = "nothing is owed after the last reply"
+		}
+		return f
+	}
+	return nil
+}
+
+// longLineMax is the -max-line the scenario sets: small, so lines over it
+// are cheap to send.
+const longLineMax = 1024
+
+func runLongLine(e *Env) error {
+	s, err := e.Start("-max-line", fmt.Sprint(longLineMax))
+	if err != nil {
+		return err
+	}
+	// Connect in the order a server taking one client at a time would
+	// serve them, so that it can pass too; a concurrent server has all
+	// three open at once, and a must stay unharmed by the others' errors.
+	long, err := e.Dial(s)
+	if err != nil {
+		return err
+	}
+	endless, err := e.Dial(s)
+	if err != nil {
+		return err
+	}
+	a, err := e.Dial(s)
+	if err != nil {
+		return err
+	}
+	// About twice the limit: over it whatever a server counts (with or
+	// without the '\n'), and within one read of any sensible buffer.
+	longLine := append([]byte("ok\n"), bytes.Repeat([]byte("x"), 2000)...)
+	longLine = append(longLine, '\n')
+	noNewline := bytes.Repeat([]byte("y"), 5000)
+	for _, w := range []struct {
+		c    *Client
+		step string
+		p    []byte
+	}{
+		{long, "send a short line then one of 2000 bytes", longLine},
+		{endless, "send 5000 bytes with no '\\n'", noNewline},
+		{a, "neighbour sends a line", []byte("before\n")},
+	} {
+		if err := w.c.Send(w.p); err != nil {
+			return Fail(Refused, w.step, err.Error(), "the server to read it", "")
+		}
+	}
+
+	if err := long.ExpectReply("reply to the line before the long one", []byte("ok"), time.Now().Add(ioTimeout)); err != nil {
+		return explain(err, "lines before the long one are answered as usual, in order")
+	}
+	if err := expectErrorLine(long, "error line for a 2000-byte line (-max-line 1024)",
+		"a line over -max-line gets one line starting `error: ` saying why, then the connection is closed"); err != nil {
+		return err
+	}
+	if err := expectClosed(long, "close after the error line"); err != nil {
+		return err
+	}
+	if err := expectErrorLine(endless, "error line for 5000 bytes with no '\\n' (-max-line 1024)",
+		"the limit must apply before the '\\n' arrives: once an unfinished line is over -max-line, "+
+			"send the error line and close, or a client can make the server buffer without bound"); err != nil {
+		return err
+	}
+	if err := expectClosed(endless, "close after the error line for the line with no '\\n'"); err != nil {
+		return err
+	}
+
+	neighbour := "a connection open next to the failing ones must be served as before: " +
+		"close only the connection whose line was too long"
+	if err := a.ExpectReply("neighbour's reply to \"before\"", []byte("before"), time.Now().Add(ioTimeout)); err != nil {
+		return explain(err, neighbour)
+	}
+	if err := a.Send([]byte("after\n")); err != nil {
+		return Fail(Refused, "neighbour sends a line after the others were closed", err.Error(), "the server to read it", neighbour)
+	}
+	if err := a.ExpectReply("neighbour's reply to \"after\"", []byte("after"), time.Now().Add(ioTimeout)); err != nil {
+		return explain(err, neighbour)
+	}
+	return nil
+}
+
+// expectErrorLine reads one line that must start with "error: ".
+func expectErrorLine(c *Client, step, hint string) error {
+	const want = "a line starting `error: `"
+	got, err := c.ReadLine(time.Now().Add(ioTimeout))
+	if err != nil {
+		f := readFailure(step, want, got, err)
+		f.Hint = hint
+		return f
+	}
+	if bytes.HasPrefix(got, []byte("error: ")) {
+		return nil
+	}
+	if _, echoed, err := protocol.ParseReply(got); err == nil {
+		hint = fmt.Sprintf("a line of %d bytes was answered as a normal line: check each line's length against -max-line (%d here)",
+			len(echoed), longLineMax)
+	}
+	return Fail(Wrong, step, fmt.Sprintf("%.60q", got), want, hint)
+}
+
+// expectClosed checks the server closes after its error line.
+func expectClosed(c *Client, step string) error {
+	if err := c.ExpectEOF(step, time.Now().Add(ioTimeout)); err != nil {
+		f := AsFailure(err)
+		if f.Kind == Stall {
+			f.Hint = "close the connection once the error line has been delivered"
+		} else {
+			f.Hint = "send nothing after the error line: the stream has lost its framing, so close"
+		}
+		return f
+	}
+	return nil
+}

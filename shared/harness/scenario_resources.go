@@ -1,0 +1,290 @@
+package harness
+
+import (
+	"fmt"
+	"strconv"
+	"time"
+)
+
+// The scenarios about what the server spends when it has nothing to do,
+// and when the kernel refuses it another fd.
+
+func init() {
+	register(Scenario{
+		Name: "idle",
+		What: "with 10 idle clients the server burns no CPU (no polling loop, no timeout spin)",
+		Run:  runIdle,
+	})
+	register(Scenario{
+		Name: "fd-limit",
+		What: "under a low open-files limit, connection attempts past it neither crash nor spin the server; it serves again once fds free",
+		Run:  runFDLimit,
+	})
+}
+
+// idleClients is the contract's figure: enough connections that a loop
+// which does work per connection per wakeup shows it.
+const idleClients = 10
+
+// idleSettle is how long, after the first reply, the other clients' replies
+// may take. A server taking one client at a time answers only the first,
+// and is idle all the same; any other server has answered all by then.
+const idleSettle = 500 * time.Millisecond
+
+// idleWindow is the measurement: long enough for a 10 ms poll loop to make
+// a hundred wakeups, short enough to keep the scenario quick.
+const idleWindow = time.Second
+
+// idleCPUMax is five clock ticks (USER_HZ is 100) in a second: what a
+// server blocked in the kernel never reaches, and what a busy loop passes
+// in its first 5% of the window.
+const idleCPUMax = 50 * time.Millisecond
+
+// idleQuiet passes between the last reply and the window. For about 100 ms
+// after any activity Go's runtime backs its sysmon thread off from 20 µs
+// sleeps to 10 ms ones, and then parks it: 5 to 50 context switches that
+// say nothing about the server's own loop.
+const idleQuiet = 250 * time.Millisecond
+
+// idleWakeupsMax is the most context switches an idle server may make in
+// the window. Measured over 1 s after idleQuiet, with 10 idle clients, on
+// Linux with Go 1.26: a single-threaded epoll server blocked in
+// epoll_wait(-1) makes 0 (Go with or without -race, and C); with a 10 ms
+// timeout, the seed's, C makes 97 and Go about 450 (several runtime threads
+// wake per timeout). The limit sits well between, with room for a runtime's
+// own housekeeping.
+const idleWakeupsMax = 40
+
+func runIdle(e *Env) error {
+	s, err := e.Start()
+	if err != nil {
+		return err
+	}
+	clients := make([]*Client, idleClients)
+	for i := range clients {
+		if clients[i], err = e.Dial(s); err != nil {
+			return err
+		}
+		if err := clients[i].Send(idleLine(i)); err != nil {
+			return Fail(Refused, fmt.Sprintf("client %d of %d sends a line", i+1, idleClients), err.Error(),
+				"the server to read it", "")
+		}
+	}
+	// Every client answered means every one is registered with the
+	// server's poller, so the window measures idling with all of them.
+	if err := clients[0].ExpectReply("reply to the first idle client", trimNL(idleLine(0)), time.Now().Add(ioTimeout)); err != nil {
+		return err
+	}
+	deadline := time.Now().Add(idleSettle)
+	answered := 1
+	for i := 1; i < len(clients); i++ {
+		err := clients[i].ExpectReply(fmt.Sprintf("reply to idle client %d of %d", i+1, idleClients), trimNL(idleLine(i)), deadline)
+		if err == nil {
+			answered++
+			continue
+		}
+		if f := AsFailure(err); f.Kind != Stall {
+			return f // a wrong reply or a refused client is no part of idling
+		}
+	}
+	e.Logf("idle: %d of %d clients answered; measuring %s", answered, idleClients, idleWindow)
+	if err := wait(e, idleQuiet); err != nil {
+		return err
+	}
+
+	cpu0, err := s.CPU()
+	if err != nil {
+		return err
+	}
+	wake0, err := s.Wakeups()
+	if err != nil {
+		return err
+	}
+	if err := wait(e, idleWindow); err != nil {
+		return err
+	}
+	cpu1, err := s.CPU()
+	if err != nil {
+		return err
+	}
+	wake1, err := s.Wakeups()
+	if err != nil {
+		return err
+	}
+	cpu, wakes := cpu1-cpu0, wake1-wake0
+	e.Logf("idle: %s CPU, %d wakeups in %s", cpu, wakes, idleWindow)
+	step := fmt.Sprintf("%s with %d clients connected and nothing to do", idleWindow, idleClients)
+	got := fmt.Sprintf("%s of CPU and %d wakeups", cpu, wakes)
+	want := fmt.Sprintf("at most %s of CPU and %d wakeups", idleCPUMax, idleWakeupsMax)
+	busy := "the server burned CPU with nothing to do: a readiness it never consumes (EPOLLOUT left on with " +
+		"nothing to send, a level-triggered fd not read to EAGAIN) wakes the loop again at once, forever"
+	switch {
+	case cpu > idleWindow/2:
+		// A loop that never blocks: the wakeups it shows are only
+		// preemptions, so they say nothing about a timeout.
+		return Fail(Spin, step, got, want, busy)
+	case wakes > idleWakeupsMax:
+		return Fail(Spin, step, got, want,
+			fmt.Sprintf("the server woke %d times in 1 s with nothing to do: block in epoll_wait/poll/select with "+
+				"no timeout (-1) while idle; the seed's 10 ms timeout is a polling loop", wakes))
+	case cpu > idleCPUMax:
+		return Fail(Spin, step, got, want, busy)
+	}
+	return nil
+}
+
+func idleLine(i int) []byte { return fmt.Appendf(nil, "idle client %d of %d\n", i+1, idleClients) }
+
+func trimNL(line []byte) []byte { return line[:len(line)-1] }
+
+// fdHeadroom is how many fds the lowered limit leaves the server beyond
+// those it holds at rest.
+const fdHeadroom = 8
+
+// fdClients is twice fdHeadroom, so half of them cannot be accepted.
+const fdClients = 2 * fdHeadroom
+
+// fdSettle bounds the wait for the server to take all the fds it can.
+const fdSettle = 2 * time.Second
+
+// fdSteady is how long the fd count must stay put to count as settled,
+// for a server that takes fewer than the limit allows (one at a time).
+const fdSteady = 300 * time.Millisecond
+
+// fdWindow and fdCPUMax: a server whose loop spins on EMFILE burns the
+// whole window, one that waits burns nothing; a fifth is far from both.
+const (
+	fdWindow = 500 * time.Millisecond
+	fdCPUMax = 100 * time.Millisecond
+)
+
+// fdRecover bounds how long the server may take to serve again once the
+// fds are free.
+const fdRecover = 3 * time.Second
+
+func runFDLimit(e *Env) error {
+	s, err := e.Start()
+	if err != nil {
+		return err
+	}
+	baseline, err := s.OpenFDs()
+	if err != nil {
+		return err
+	}
+	limit := baseline + fdHeadroom
+	if _, err := s.SetFDLimit(uint64(limit)); err != nil {
+		return err
+	}
+	clients := make([]*Client, fdClients)
+	for i := range clients {
+		if clients[i], err = e.Dial(s); err != nil {
+			f := AsFailure(err)
+			f.Step = fmt.Sprintf("connect %d of %d with the server's fd limit at %d", i+1, fdClients, limit)
+			f.Hint = "connections the server cannot accept yet must wait in the listen backlog: keep listening"
+			return f
+		}
+		// No reply is awaited: whether the server answers at its limit, or
+		// accepts and closes to shed load, is its choice.
+		if err := clients[i].Send(fmt.Appendf(nil, "at the limit %d\n", i+1)); err != nil {
+			e.Logf("fd-limit: client %d: %v", i+1, err)
+		}
+	}
+
+	// Wait for the server to take every fd it can, or to stop taking more.
+	count, last := -1, time.Now()
+	n, err := waitFDs(e, s, fdSettle, func(n int) bool {
+		if n != count {
+			count, last = n, time.Now()
+		}
+		return n >= limit || time.Since(last) >= fdSteady
+	})
+	if err != nil {
+		return err
+	}
+	e.Logf("fd-limit: %d fds open (baseline %d, limit %d); measuring CPU for %s", n, baseline, limit, fdWindow)
+
+	cpu0, err := s.CPU()
+	if err != nil {
+		return err
+	}
+	if err := wait(e, fdWindow); err != nil {
+		return err
+	}
+	cpu1, err := s.CPU()
+	if err != nil {
+		return err
+	}
+	e.Logf("fd-limit: %s CPU in %s", cpu1-cpu0, fdWindow)
+	if cpu := cpu1 - cpu0; cpu > fdCPUMax {
+		return Fail(Spin, fmt.Sprintf("%s with %d clients waiting past the fd limit (%d)", fdWindow, fdClients-fdHeadroom, limit),
+			cpu.String()+" of CPU", "at most "+fdCPUMax.String(),
+			"accept failed with EMFILE and the listener stayed readable, so the loop spun: on EMFILE stop watching "+
+				"the listener until a connection closes (or keep a spare fd to accept-and-close)")
+	}
+
+	for _, c := range clients {
+		c.Close()
+	}
+	return recoverAfterLimit(e, s)
+}
+
+// recoverAfterLimit checks a new client is served once the fds are free.
+// A server that sheds load may still accept-and-close a connection while it
+// catches up, so a refused attempt is retried until the deadline.
+func recoverAfterLimit(e *Env, s *Server) error {
+	const step = "a new client once the clients at the limit have closed"
+	hint := "once fds were freed the server never accepted again: after EMFILE, resume accepting when a connection closes"
+	deadline := time.Now().Add(fdRecover)
+	retry := time.NewTicker(50 * time.Millisecond) // paces retries; each attempt is itself bounded
+	defer retry.Stop()
+	msg := []byte("served again?")
+	for attempt := 1; ; attempt++ {
+		f := tryOnce(e, s, step, msg, deadline)
+		if f == nil {
+			return nil
+		}
+		if f.Kind != Refused || !time.Now().Before(deadline) {
+			f.Got += " (attempt " + strconv.Itoa(attempt) + ")"
+			if f.Kind == Stall || f.Kind == Refused {
+				f.Hint = hint
+			}
+			return f
+		}
+		select {
+		case <-retry.C:
+		case <-e.Ctx.Done():
+			return e.Ctx.Err()
+		}
+	}
+}
+
+// tryOnce connects, sends msg and expects its reply by the deadline.
+func tryOnce(e *Env, s *Server, step string, msg []byte, deadline time.Time) *Failure {
+	c, err := e.Dial(s)
+	if err != nil {
+		f := AsFailure(err)
+		f.Step = step
+		return f
+	}
+	defer c.Close()
+	if err := c.Send(append(append([]byte(nil), msg...), '\n')); err != nil {
+		return Fail(Refused, step, err.Error(), "the server to read the line", "")
+	}
+	if err := c.ExpectReply(step, msg, deadline); err != nil {
+		return AsFailure(err)
+	}
+	return nil
+}
+
+// wait lets d pass, for a measurement window: what happens in the server
+// meanwhile is what is measured, so there is no event to wait for instead.
+func wait(e *Env, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-e.Ctx.Done():
+		return e.Ctx.Err()
+	}
+}
