@@ -1,0 +1,348 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
+
+	"reactorlab/shared/harness"
+)
+
+// The fixtures are servers in ../../testdata: good follows the whole
+// contract, each one under buggy/ is good with one bug put in. harness.Build
+// compiles each once per test binary (with -race under -race) into the
+// folder that harness.Main owns.
+func TestMain(m *testing.M) { os.Exit(harness.Main(m)) }
+
+func fixture(t *testing.T, name string) string {
+	t.Helper()
+	return harness.Build(t, "../../testdata/"+name).Path
+}
+
+// needScenarios skips a test whose scenarios are not registered yet: the
+// harness grows one scenario file at a time.
+func needScenarios(t *testing.T, names ...string) {
+	t.Helper()
+	for _, name := range names {
+		if _, ok := harness.Find(name); !ok {
+			t.Skipf("scenario %q is not in the harness yet", name)
+		}
+	}
+}
+
+func grade(t *testing.T, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	code = run(args, &out, &errOut)
+	return code, out.String(), errOut.String()
+}
+
+var closingLine = regexp.MustCompile(`^(\d+) passed, (\d+) failed$`)
+
+// lastLine checks the step log's closing line and returns its two counts.
+func lastLine(t *testing.T, stdout string) (passed, failed int) {
+	t.Helper()
+	lines := strings.Split(strings.TrimSuffix(stdout, "\n"), "\n")
+	m := closingLine.FindStringSubmatch(lines[len(lines)-1])
+	if m == nil {
+		t.Fatalf("last line %q does not match %s; output:\n%s", lines[len(lines)-1], closingLine, stdout)
+	}
+	passed, _ = strconv.Atoi(m[1])
+	failed, _ = strconv.Atoi(m[2])
+	return passed, failed
+}
+
+func gradeJSON(t *testing.T, args ...string) (int, report, string) {
+	t.Helper()
+	code, stdout, stderr := grade(t, append([]string{"-json"}, args...)...)
+	var rep report
+	dec := json.NewDecoder(strings.NewReader(stdout))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&rep); err != nil {
+		t.Fatalf("-json output is not one report: %v\nstdout:\n%s\nstderr:\n%s", err, stdout, stderr)
+	}
+	if dec.More() {
+		t.Fatalf("-json output has more than one value:\n%s", stdout)
+	}
+	return code, rep, stderr
+}
+
+// The correct server passes every stage; this also guards the harness
+// against a scenario that would fail a server that keeps the contract.
+func TestGoodPassesEveryStage(t *testing.T) {
+	good := fixture(t, "good")
+	scenarios, err := harness.Stage(harness.MaxStage)
+	require.NoError(t, err)
+	code, stdout, stderr := grade(t, "-stage", strconv.Itoa(harness.MaxStage), "--", good)
+	if code != exitPass {
+		t.Errorf("exit code %d, want %d\nstdout:\n%s\nstderr:\n%s", code, exitPass, stdout, stderr)
+	}
+	passed, failed := lastLine(t, stdout)
+	if diff := cmp.Diff([2]int{len(scenarios), 0}, [2]int{passed, failed}); diff != "" {
+		t.Errorf("passed, failed (-want +got):\n%s", diff)
+	}
+	var want, got []string
+	for _, s := range scenarios {
+		want = append(want, "[grade] ✓ "+s.Name)
+	}
+	for _, l := range strings.Split(stdout, "\n") {
+		if strings.HasPrefix(l, "[grade] ✓ ") || strings.HasPrefix(l, "[grade] ✗ ") {
+			got = append(got, l[:strings.LastIndex(l, " (")])
+		}
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("result lines (-want +got):\n%s", diff)
+	}
+}
+
+// Each buggy fixture must fail the scenario its bug is about, as the kind
+// that bug shows, with a hint that points at it.
+func TestBuggyServersFailWithTheRightHint(t *testing.T) {
+	for _, tc := range []struct {
+		fixture  string
+		stage    string
+		scenario string
+		kind     harness.Kind
+		hint     string // a phrase the hint must contain
+	}{
+		{"buggy/serial", "2", "concurrent", harness.Stall, "one client at a time"},
+		{"buggy/nodash", "1", "reply", harness.Wrong, "dash between month and day"},
+		{"buggy/noclose", "1", "close", harness.Leak, "close the fd"},
+		{"buggy/noclose", "1", "half-close", harness.Stall, "close the connection"},
+		{"buggy/nograce", "1", "shutdown", harness.Exit, "catch SIGTERM"},
+		{"buggy/nolimit", "1", "long-line", harness.Wrong, "-max-line"},
+		{"buggy/pollaccept", "2", "idle", harness.Spin, ""},
+		{"buggy/nobackoff", "4", "fd-limit", harness.Spin, "EMFILE"},
+	} {
+		t.Run(tc.fixture+"/"+tc.scenario, func(t *testing.T) {
+			needScenarios(t, tc.scenario)
+			bin := fixture(t, tc.fixture)
+			code, rep, stderr := gradeJSON(t, "-stage", tc.stage, "-run", "^"+tc.scenario+"$", "--", bin)
+			if code != exitFail {
+				t.Errorf("exit code %d, want %d", code, exitFail)
+			}
+			require.Len(t, rep.Scenarios, 1, "log:\n%s", stderr)
+			r := rep.Scenarios[0]
+			if r.Name != tc.scenario || r.Passed {
+				t.Fatalf("got %s passed=%v, want %s failed\nlog:\n%s", r.Name, r.Passed, tc.scenario, stderr)
+			}
+			if tc.kind != "" && r.Kind != string(tc.kind) {
+				t.Errorf("kind %q, want %q\nstep: %s\ngot: %s\nhint: %s", r.Kind, tc.kind, r.Step, r.Got, r.Hint)
+			}
+			if !strings.Contains(r.Hint, tc.hint) {
+				t.Errorf("hint %q does not mention %q (kind %s, step %s, got %s)", r.Hint, tc.hint, r.Kind, r.Step, r.Got)
+			}
+		})
+	}
+}
+
+// The step log of a failure: result line with the kind, then the indented
+// step, got, want and hint, then the counts.
+func TestFailureLog(t *testing.T) {
+	needScenarios(t, "reply", "concurrent")
+	serial := fixture(t, "buggy/serial")
+	code, stdout, _ := grade(t, "-stage", "2", "-run", "^(reply|concurrent)$", "--", serial)
+	if code != exitFail {
+		t.Errorf("exit code %d, want %d", code, exitFail)
+	}
+	passed, failed := lastLine(t, stdout)
+	if diff := cmp.Diff([2]int{1, 1}, [2]int{passed, failed}); diff != "" {
+		t.Errorf("passed, failed (-want +got):\n%s", diff)
+	}
+	for _, want := range []*regexp.Regexp{
+		regexp.MustCompile(`(?m)^\[grade\] stage 2 \(2 scenarios\) against: ` + regexp.QuoteMeta(serial) + `$`),
+		regexp.MustCompile(`(?m)^\[grade\] --- reply: one line`),
+		regexp.MustCompile(`(?m)^\[grade\] ✓ reply \(\d+\.\ds\)$`),
+		regexp.MustCompile(`(?m)^\[grade\] ✗ concurrent \(\d+\.\ds\) \[stall\]$`),
+		regexp.MustCompile(`(?m)^ +step: client \d of 3`),
+		regexp.MustCompile(`(?m)^ +got: +nothing within the deadline$`),
+		regexp.MustCompile(`(?m)^ +want: +reply to "client \d of 3"$`),
+		regexp.MustCompile(`(?m)^ +hint: .*one client at a time`),
+	} {
+		if !want.MatchString(stdout) {
+			t.Errorf("step log has no line matching %s:\n%s", want, stdout)
+		}
+	}
+}
+
+func TestJSONReport(t *testing.T) {
+	needScenarios(t, "reply")
+	nodash := fixture(t, "buggy/nodash")
+	code, rep, stderr := gradeJSON(t, "-stage", "3", "-run", "^reply$", "--", nodash, "-v")
+	if code != exitFail {
+		t.Errorf("exit code %d, want %d", code, exitFail)
+	}
+	want := report{
+		Stage:   3,
+		Command: []string{nodash, "-v"},
+		Passed:  0,
+		Failed:  1,
+		Scenarios: []result{{
+			Name:   "reply",
+			Passed: false,
+			Kind:   "wrong",
+			Step:   "reply to one line",
+			Want:   "[YYYY-MM-DD HH:MM:SS]server reply: LINE",
+		}},
+	}
+	ignore := cmpopts.IgnoreFields(result{}, "Got", "Hint", "Seconds", "Output")
+	if diff := cmp.Diff(want, rep, ignore); diff != "" {
+		t.Errorf("report (-want +got):\n%s", diff)
+	}
+	// The log still goes somewhere a person can see it.
+	if !strings.Contains(stderr, "[grade] ✗ reply") {
+		t.Errorf("stderr has no step log:\n%s", stderr)
+	}
+}
+
+// What the server prints is forwarded, but always behind a prefix, so that
+// it cannot be mistaken for (or forge) a grader line.
+func TestServerOutputIsPrefixed(t *testing.T) {
+	needScenarios(t, "reply")
+	good := fixture(t, "good")
+	code, stdout, _ := grade(t, "-stage", "1", "-run", "^reply$", "--", good, "-v")
+	if code != exitPass {
+		t.Errorf("exit code %d, want %d\n%s", code, exitPass, stdout)
+	}
+	traced := 0
+	for _, l := range strings.Split(stdout, "\n") {
+		if strings.Contains(l, "server: ") {
+			traced++
+			if !strings.HasPrefix(l, "  server | ") {
+				t.Errorf("server line without the prefix: %q", l)
+			}
+		}
+	}
+	if traced == 0 {
+		t.Errorf("no server trace forwarded with -v:\n%s", stdout)
+	}
+}
+
+func TestList(t *testing.T) {
+	code, stdout, _ := grade(t, "-list")
+	if code != exitPass {
+		t.Errorf("exit code %d, want %d", code, exitPass)
+	}
+	for n := 1; n <= harness.MaxStage; n++ {
+		if !strings.Contains(stdout, fmt.Sprintf("stage %d (", n)) {
+			t.Errorf("-list does not show stage %d:\n%s", n, stdout)
+		}
+	}
+	for _, s := range harness.Scenarios() {
+		if !strings.Contains(stdout, fmt.Sprintf("  %-12s %s\n", s.Name, s.What)) {
+			t.Errorf("-list does not show %s with its What:\n%s", s.Name, stdout)
+		}
+	}
+}
+
+func TestUsageErrors(t *testing.T) {
+	dir := t.TempDir()
+	notExec := dir + "/server.sh"
+	require.NoError(t, os.WriteFile(notExec, []byte("#!/bin/sh\n"), 0o644))
+	for _, tc := range []struct {
+		args []string
+		msg  string
+	}{
+		{nil, "-stage N is required"},
+		{[]string{"--", "true"}, "-stage N is required"},
+		{[]string{"-stage", "0", "--", "true"}, "-stage N is required"},
+		{[]string{"-stage", "8", "--", "true"}, "-stage 8: want 1 to 7"},
+		{[]string{"-stage", "1"}, "no server command"},
+		{[]string{"-stage", "1", "-run", "[", "--", "true"}, "-run: error parsing regexp"},
+		{[]string{"-stage", "1", "-run", "^nosuch$", "--", "true"}, "matches no scenario of stage 1"},
+		{[]string{"-stage", "1", "--", "no-such-server-anywhere"}, "executable file not found"},
+		{[]string{"-stage", "1", "--", dir + "/missing"}, "no such file"},
+		{[]string{"-stage", "1", "--", dir}, "is a directory"},
+		{[]string{"-stage", "1", "--", notExec}, "not executable"},
+		{[]string{"-stage", "x"}, "invalid value"},
+	} {
+		code, stdout, stderr := grade(t, tc.args...)
+		if code != exitUsage {
+			t.Errorf("grade %q: exit code %d, want %d", tc.args, code, exitUsage)
+		}
+		if !strings.Contains(stderr, tc.msg) {
+			t.Errorf("grade %q: stderr %q does not say %q", tc.args, stderr, tc.msg)
+		}
+		if stdout != "" {
+			t.Errorf("grade %q: stdout %q, want nothing", tc.args, stdout)
+		}
+	}
+}
+
+// A bare name that is a file here but not in PATH gets told to say ./name.
+func TestBareNameInCurrentFolder(t *testing.T) {
+	t.Chdir(t.TempDir())
+	require.NoError(t, os.WriteFile("myserver", []byte("#!/bin/sh\n"), 0o755))
+	code, _, stderr := grade(t, "-stage", "1", "--", "myserver")
+	if code != exitUsage {
+		t.Errorf("exit code %d, want %d", code, exitUsage)
+	}
+	if !strings.Contains(stderr, "./myserver") {
+		t.Errorf("stderr %q does not suggest ./myserver", stderr)
+	}
+}
+
+// Ctrl-C on the grader must stop the server it started, even one that is
+// still starting: unflushed never shows its ready line, so the grader is
+// waiting for it when the signal comes.
+func TestInterruptStopsTheServer(t *testing.T) {
+	needScenarios(t, "reply")
+	grader := harness.Build(t, ".").Path
+	server := fixture(t, "buggy/unflushed")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, grader, "-stage", "1", "-run", "^reply$", "--", server, "-v")
+	stdout, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+
+	// The server's -v trace names its pid before it listens.
+	pidLine := regexp.MustCompile(`^  server \| .* pid (\d+)$`)
+	lines := bufio.NewScanner(stdout)
+	var log []string
+	serverPID := 0
+	for serverPID == 0 && lines.Scan() {
+		log = append(log, lines.Text())
+		if m := pidLine.FindStringSubmatch(lines.Text()); m != nil {
+			serverPID, _ = strconv.Atoi(m[1])
+		}
+	}
+	require.NotZero(t, serverPID, "no pid line from the server; grader output:\n%s", strings.Join(log, "\n"))
+	require.NoError(t, unix.Kill(serverPID, 0), "the server should be running")
+
+	require.NoError(t, cmd.Process.Signal(os.Interrupt))
+	for lines.Scan() {
+		log = append(log, lines.Text())
+	}
+	err = cmd.Wait()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != exitInterrupted {
+		t.Errorf("grader ended with %v, want exit status %d\n%s", err, exitInterrupted, strings.Join(log, "\n"))
+	}
+	if err := unix.Kill(serverPID, 0); !errors.Is(err, syscall.ESRCH) {
+		t.Errorf("server pid %d after the grader exited: kill -0 says %v, want ESRCH (gone)", serverPID, err)
+		unix.Kill(serverPID, syscall.SIGKILL)
+	}
+	out := strings.Join(log, "\n")
+	if !strings.Contains(out, "[grade] interrupted") {
+		t.Errorf("grader output does not say it was interrupted:\n%s", out)
+	}
+	lastLine(t, out)
+}
