@@ -9,4 +9,6 @@ require (
 	reactorlab/shared v0.0.0
 )
 
+require go.yaml.in/yaml/v3 v3.0.5 // indirect
+
 replace reactorlab/shared => ../shared
