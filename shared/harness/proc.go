@@ -2,6 +2,7 @@ package harness
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -79,6 +80,30 @@ func (s *Server) Wakeups() (int64, error) {
 		total += v + n
 	}
 	return total, nil
+}
+
+// WaitFDs reads the server's open fd count until done says so or timeout
+// passes, and returns the last count. The server gives no event for "I have
+// closed (or accepted) them all", so the count is read again every
+// pollEvery.
+func (s *Server) WaitFDs(ctx context.Context, timeout time.Duration, done func(int) bool) (int, error) {
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(pollEvery)
+	defer tick.Stop()
+	for {
+		n, err := s.OpenFDs()
+		if err != nil || done(n) {
+			return n, err
+		}
+		select {
+		case <-tick.C:
+		case <-deadline.C:
+			return s.OpenFDs()
+		case <-ctx.Done():
+			return n, ctx.Err()
+		}
+	}
 }
 
 // SetFDLimit lowers the server's soft RLIMIT_NOFILE (the hard limit stays),

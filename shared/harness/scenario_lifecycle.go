@@ -88,7 +88,7 @@ func runClose(e *Env) error {
 	}
 
 	step := fmt.Sprintf("open fds once %d clients have left", closeRounds*len(leave))
-	n, err := waitFDs(e, s, closeSettle, func(n int) bool { return n <= baseline })
+	n, err := s.WaitFDs(e.Ctx, closeSettle, func(n int) bool { return n <= baseline })
 	if err != nil {
 		return err
 	}
@@ -111,28 +111,6 @@ func runClose(e *Env) error {
 			"the server must go on accepting and serving")
 	}
 	return nil
-}
-
-// waitFDs polls the server's open fds until done says so or timeout
-// passes, and returns the last count.
-func waitFDs(e *Env, s *Server, timeout time.Duration, done func(int) bool) (int, error) {
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
-	tick := time.NewTicker(pollEvery)
-	defer tick.Stop()
-	for {
-		n, err := s.OpenFDs()
-		if err != nil || done(n) {
-			return n, err
-		}
-		select {
-		case <-tick.C:
-		case <-deadline.C:
-			return s.OpenFDs()
-		case <-e.Ctx.Done():
-			return n, e.Ctx.Err()
-		}
-	}
 }
 
 // shutdownLines are sent just before SIGTERM: about 10 KiB of replies

@@ -192,7 +192,7 @@ func runFDLimit(e *Env) error {
 
 	// Wait for the server to take every fd it can, or to stop taking more.
 	count, last := -1, time.Now()
-	n, err := waitFDs(e, s, fdSettle, func(n int) bool {
+	n, err := s.WaitFDs(e.Ctx, fdSettle, func(n int) bool {
 		if n != count {
 			count, last = n, time.Now()
 		}
