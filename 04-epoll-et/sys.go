@@ -1,0 +1,199 @@
+//go:build linux
+
+package main
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// backlog is the listen queue: connections the kernel completes before the
+// server calls accept. It is as deep as the kernel allows (net.core.somaxconn
+// caps it), so that a burst of a thousand connects waits in the queue
+// instead of being dropped and retried a second later.
+const backlog = unix.SOMAXCONN
+
+// listenTCP is socket, setsockopt, bind and listen: the four calls that
+// make a listening socket. It returns the fd and the address actually bound
+// (the port is the kernel's choice when addr asks for port 0).
+func listenTCP(addr string) (int, string, error) {
+	sa, err := parseAddr(addr)
+	if err != nil {
+		return -1, "", err
+	}
+	// SOCK_CLOEXEC: a socket must not leak into a program we might exec.
+	// SOCK_NONBLOCK: the loop accepts until accept4 fails with EAGAIN,
+	// which a blocking listener would never do; it would wait instead.
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, "", os.NewSyscallError("socket", err)
+	}
+	// SO_REUSEADDR lets a restarted server bind while old connections to the
+	// same port sit in TIME_WAIT, which a demo restarts into all the time.
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
+		unix.Close(fd)
+		return -1, "", os.NewSyscallError("setsockopt", err)
+	}
+	if err := unix.Bind(fd, sa); err != nil {
+		unix.Close(fd)
+		return -1, "", fmt.Errorf("%s: %w", addr, os.NewSyscallError("bind", err))
+	}
+	if err := unix.Listen(fd, backlog); err != nil {
+		unix.Close(fd)
+		return -1, "", os.NewSyscallError("listen", err)
+	}
+	bound, err := unix.Getsockname(fd)
+	if err != nil {
+		unix.Close(fd)
+		return -1, "", os.NewSyscallError("getsockname", err)
+	}
+	return fd, sockaddrString(bound), nil
+}
+
+// parseAddr turns "127.0.0.1:12345" into the kernel's sockaddr_in. The lab
+// speaks IPv4 only; "localhost" means 127.0.0.1.
+func parseAddr(addr string) (*unix.SockaddrInet4, error) {
+	if host, port, ok := strings.Cut(addr, ":"); ok && host == "localhost" {
+		addr = "127.0.0.1:" + port
+	}
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil || !ap.Addr().Is4() {
+		return nil, fmt.Errorf("-addr %q: want IPv4 HOST:PORT, such as 127.0.0.1:12345", addr)
+	}
+	return &unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}, nil
+}
+
+func sockaddrString(sa unix.Sockaddr) string {
+	if in4, ok := sa.(*unix.SockaddrInet4); ok {
+		return netip.AddrPortFrom(netip.AddrFrom4(in4.Addr), uint16(in4.Port)).String()
+	}
+	return "?"
+}
+
+// ignoringEINTR retries a system call that a signal interrupted. Go's
+// runtime sends signals to threads to preempt goroutines, so EINTR is not
+// rare here; with SA_RESTART most blocking calls restart by themselves, but
+// not all (epoll_wait, poll and select never do).
+func ignoringEINTR(fn func() error) error {
+	for {
+		err := fn()
+		if err != unix.EINTR {
+			return err
+		}
+	}
+}
+
+// readFD is read(2) with EINTR retried. On these non-blocking sockets it
+// fails with EAGAIN, wrapped, once the socket is drained.
+func readFD(fd int, p []byte) (n int, err error) {
+	err = ignoringEINTR(func() error {
+		n, err = unix.Read(fd, p)
+		return err
+	})
+	return n, os.NewSyscallError("read", err)
+}
+
+// writeAll writes all of p. The socket is non-blocking, so write may take
+// part of p, or fail with EAGAIN while the client's receive window and our
+// send buffer are full. This chapter still has nowhere to keep the rest
+// (07 gives each connection a send buffer and asks for EPOLLOUT), so it
+// waits, right here, for this one fd: the whole loop stalls meanwhile,
+// exactly like 03's blocking write, and `slow-reader` stays the limit.
+//
+// The wait is poll(2), not the seed's sleep(10) and retry on EWOULDBLOCK:
+// that stalls the loop just the same, and then goes on sleeping for
+// seconds after the client has made room.
+func writeAll(fd int, p []byte) error {
+	for len(p) > 0 {
+		var n int
+		err := ignoringEINTR(func() (err error) {
+			n, err = unix.Write(fd, p)
+			return err
+		})
+		if err == unix.EAGAIN {
+			trace.Printf("write fd=%d EAGAIN; poll until writable", fd)
+			if err := waitWritable(fd); err != nil {
+				return err
+			}
+			continue
+		}
+		if err != nil {
+			return os.NewSyscallError("write", err)
+		}
+		trace.Printf("write fd=%d n=%d", fd, n)
+		p = p[n:]
+	}
+	return nil
+}
+
+// waitWritable sleeps in poll(2) until fd can take more bytes, with no
+// timeout. An error or hangup on the socket ends the wait too, and the next
+// write reports it.
+func waitWritable(fd int) error {
+	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
+	return os.NewSyscallError("poll", ignoringEINTR(func() error {
+		_, err := unix.Poll(fds, -1)
+		return err
+	}))
+}
+
+// epollWait is epoll_wait(2) with EINTR retried: unlike read and accept,
+// it is never restarted by SA_RESTART, and Go's runtime signals its
+// threads often.
+func epollWait(epfd int, events []unix.EpollEvent, msec int) (n int, err error) {
+	err = ignoringEINTR(func() error {
+		n, err = unix.EpollWait(epfd, events, msec)
+		return err
+	})
+	return n, os.NewSyscallError("epoll_wait", err)
+}
+
+// soError reads and clears the socket's pending error, for the trace.
+func soError(fd int) string {
+	errno, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR)
+	if err != nil {
+		return os.NewSyscallError("getsockopt", err).Error()
+	}
+	return unix.Errno(errno).Error()
+}
+
+// eventNames spells an event mask for -v, e.g. "EPOLLIN|EPOLLRDHUP".
+var eventNames = []struct {
+	bit  uint32
+	name string
+}{
+	{unix.EPOLLIN, "EPOLLIN"},
+	{unix.EPOLLOUT, "EPOLLOUT"},
+	{unix.EPOLLRDHUP, "EPOLLRDHUP"},
+	{unix.EPOLLPRI, "EPOLLPRI"},
+	{unix.EPOLLERR, "EPOLLERR"},
+	{unix.EPOLLHUP, "EPOLLHUP"},
+}
+
+func eventString(events uint32) string {
+	var s string
+	for _, e := range eventNames {
+		if events&e.bit != 0 {
+			if s != "" {
+				s += "|"
+			}
+			s += e.name
+		}
+	}
+	return s
+}
+
+// initRuntimePoller makes Go's runtime open its own poller (an epoll fd
+// and an eventfd) now. Chapters never use package net, so the runtime does
+// that lazily, the first time a timer is set, which here is the shutdown
+// timers. If that first time comes when the process has run out of fds,
+// the runtime dies with "netpollinit failed": the `fd-limit` scenario found
+// it.
+func initRuntimePoller() {
+	time.AfterFunc(time.Hour, func() {}).Stop()
+}

@@ -1,0 +1,89 @@
+package main
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"reactorlab/shared/harness"
+)
+
+// The two classic bugs of edge-triggered epoll, each in a fixture that is
+// otherwise a correct ET server (../../testdata/buggy/et-*). Chapter 04 is
+// where a student meets them, so the grader's stage 4 must catch each one
+// and say what it is: an edge is one notice, so whatever the handler leaves
+// behind (bytes in a socket, connections in the backlog) is never announced
+// again.
+func TestETBuggyServersFailWithTheRightHint(t *testing.T) {
+	for _, tc := range []struct {
+		fixture  string
+		scenario string
+		hints    []string // phrases the hint must contain
+	}{
+		// One read per edge: the rest of the 16 MiB stays in the socket.
+		{"buggy/et-nodrain", "bulk", []string{"read until EAGAIN"}},
+		// One accept per edge: a burst of connects is one edge.
+		{"buggy/et-acceptonce", "many", []string{"accept until EAGAIN", "one accept per readiness event"}},
+	} {
+		t.Run(tc.fixture+"/"+tc.scenario, func(t *testing.T) {
+			needScenarios(t, tc.scenario)
+			r := gradeOne(t, tc.fixture, tc.scenario)
+			if r.Passed {
+				t.Fatalf("%s passed %s; its bug should fail it", tc.fixture, tc.scenario)
+			}
+			if r.Kind != string(harness.Stall) {
+				t.Errorf("kind %q, want %q (bytes or connections left waiting)\nstep: %s\ngot: %s",
+					r.Kind, harness.Stall, r.Step, r.Got)
+			}
+			for _, h := range tc.hints {
+				if !strings.Contains(r.Hint, h) {
+					t.Errorf("hint %q does not name the mistake: want %q in it", r.Hint, h)
+				}
+			}
+		})
+	}
+}
+
+// Each ET fixture has its one bug and not the other's: the no-drain server
+// accepts until EAGAIN, so it serves `many`; the accept-once server reads
+// until EAGAIN, so it streams `bulk`. Without this, a fixture broken in
+// some other way could fail for the wrong reason and still pass the test
+// above.
+func TestETFixturesHaveOneBugEach(t *testing.T) {
+	for _, tc := range []struct {
+		fixture  string
+		scenario string
+	}{
+		{"buggy/et-nodrain", "many"},
+		{"buggy/et-acceptonce", "bulk"},
+	} {
+		t.Run(tc.fixture+"/"+tc.scenario, func(t *testing.T) {
+			needScenarios(t, tc.scenario)
+			r := gradeOne(t, tc.fixture, tc.scenario)
+			if !r.Passed {
+				t.Errorf("%s failed %s [%s]: %s: got %s\nhint: %s\nserver output:\n%s",
+					tc.fixture, tc.scenario, r.Kind, r.Step, r.Got, r.Hint, r.Output)
+			}
+		})
+	}
+}
+
+// gradeOne runs the grader at stage 4 on one scenario of a fixture and
+// returns that scenario's result, checking the exit code agrees with it.
+func gradeOne(t *testing.T, fixtureName, scenario string) result {
+	t.Helper()
+	bin := fixture(t, fixtureName)
+	code, rep, stderr := gradeJSON(t, "-stage", "4", "-run", "^"+scenario+"$", "--", bin)
+	require.Len(t, rep.Scenarios, 1, "log:\n%s", stderr)
+	r := rep.Scenarios[0]
+	require.Equal(t, scenario, r.Name, "log:\n%s", stderr)
+	want := exitPass
+	if !r.Passed {
+		want = exitFail
+	}
+	if code != want {
+		t.Errorf("exit code %d, want %d (%s passed=%v)\nlog:\n%s", code, want, scenario, r.Passed, stderr)
+	}
+	return r
+}
