@@ -21,16 +21,7 @@ func BenchmarkRoundTrip(b *testing.B) {
 			b.Run(model+"/"+mode, func(b *testing.B) {
 				s := harness.StartServer(b, server, "-model", model, "-mode", mode)
 				c := dial(b, s.Addr(), mode)
-				var lat load.Latencies
-				start := time.Now()
-				for b.Loop() {
-					d, err := c.RoundTrip()
-					if err != nil {
-						b.Fatal(err)
-					}
-					lat.Add(d)
-				}
-				report(b, &lat, time.Since(start))
+				roundTrips(b, c)
 			})
 		}
 	}
@@ -90,6 +81,20 @@ func dial(b *testing.B, addr, mode string) *load.Conn {
 	}
 	b.Cleanup(func() { c.Close() })
 	return c
+}
+
+// roundTrips times c's round trips for as long as the benchmark runs and
+// reports msgs/s and latency percentiles.
+func roundTrips(b *testing.B, c *load.Conn) {
+	var lat load.Latencies
+	for b.Loop() {
+		d, err := c.RoundTrip()
+		if err != nil {
+			b.Fatal(err)
+		}
+		lat.Add(d)
+	}
+	report(b, &lat, b.Elapsed())
 }
 
 func report(b *testing.B, lat *load.Latencies, elapsed time.Duration) {

@@ -51,16 +51,7 @@ func BenchmarkIdleCrowd(b *testing.B) {
 				}
 				accepted := time.Since(start)
 				c := dial(b, s.Addr(), "echo")
-				var lat load.Latencies
-				start = time.Now()
-				for b.Loop() {
-					d, err := c.RoundTrip()
-					if err != nil {
-						b.Fatal(err)
-					}
-					lat.Add(d)
-				}
-				report(b, &lat, time.Since(start))
+				roundTrips(b, c)
 				b.ReportMetric(float64(accepted.Milliseconds()), "accept-crowd-ms")
 			})
 		}
@@ -81,16 +72,7 @@ func BenchmarkRoundTrip(b *testing.B) {
 		b.Run(mode, func(b *testing.B) {
 			s := harness.StartServer(b, server, "-mode", mode)
 			c := dial(b, s.Addr(), mode)
-			var lat load.Latencies
-			start := time.Now()
-			for b.Loop() {
-				d, err := c.RoundTrip()
-				if err != nil {
-					b.Fatal(err)
-				}
-				lat.Add(d)
-			}
-			report(b, &lat, time.Since(start))
+			roundTrips(b, c)
 		})
 	}
 }
@@ -113,6 +95,20 @@ func dial(b *testing.B, addr, mode string) *load.Conn {
 	}
 	b.Cleanup(func() { c.Close() })
 	return c
+}
+
+// roundTrips times c's round trips for as long as the benchmark runs and
+// reports msgs/s and latency percentiles.
+func roundTrips(b *testing.B, c *load.Conn) {
+	var lat load.Latencies
+	for b.Loop() {
+		d, err := c.RoundTrip()
+		if err != nil {
+			b.Fatal(err)
+		}
+		lat.Add(d)
+	}
+	report(b, &lat, b.Elapsed())
 }
 
 func report(b *testing.B, lat *load.Latencies, elapsed time.Duration) {

@@ -35,18 +35,8 @@ func BenchmarkNeighbourOfBulk(b *testing.B) {
 			s := harness.StartServer(b, srv.cmd, "-mode", "echo")
 			st := stream(b, s.Addr())
 			c := dial(b, s.Addr(), "echo")
-			var lat load.Latencies
-			start := time.Now()
-			for b.Loop() {
-				d, err := c.RoundTrip()
-				if err != nil {
-					b.Fatal(err)
-				}
-				lat.Add(d)
-			}
-			elapsed := time.Since(start)
-			report(b, &lat, elapsed)
-			b.ReportMetric(float64(st.echoed.Load())/(1<<20)/elapsed.Seconds(), "bulk-MiB/s")
+			roundTrips(b, c)
+			b.ReportMetric(float64(st.echoed.Load())/(1<<20)/b.Elapsed().Seconds(), "bulk-MiB/s")
 		})
 	}
 }
@@ -61,16 +51,7 @@ func BenchmarkRoundTrip(b *testing.B) {
 		b.Run(mode, func(b *testing.B) {
 			s := harness.StartServer(b, server, "-mode", mode)
 			c := dial(b, s.Addr(), mode)
-			var lat load.Latencies
-			start := time.Now()
-			for b.Loop() {
-				d, err := c.RoundTrip()
-				if err != nil {
-					b.Fatal(err)
-				}
-				lat.Add(d)
-			}
-			report(b, &lat, time.Since(start))
+			roundTrips(b, c)
 		})
 	}
 }
@@ -157,6 +138,20 @@ func dial(b *testing.B, addr, mode string) *load.Conn {
 	}
 	b.Cleanup(func() { c.Close() })
 	return c
+}
+
+// roundTrips times c's round trips for as long as the benchmark runs and
+// reports msgs/s and latency percentiles.
+func roundTrips(b *testing.B, c *load.Conn) {
+	var lat load.Latencies
+	for b.Loop() {
+		d, err := c.RoundTrip()
+		if err != nil {
+			b.Fatal(err)
+		}
+		lat.Add(d)
+	}
+	report(b, &lat, b.Elapsed())
 }
 
 func report(b *testing.B, lat *load.Latencies, elapsed time.Duration) {
