@@ -24,15 +24,31 @@ import (
 	"reactorlab/shared/harness"
 )
 
-// The fixtures are servers in ../../testdata: good follows the whole
-// contract, each one under buggy/ is good with one bug put in. harness.Build
-// compiles each once per test binary (with -race under -race) into the
-// folder that harness.Main owns.
+// The fixture is one server in ../../testdata/fixture that keeps the whole
+// contract, or breaks it in the one way that -bug NAME names (the table is
+// in its package comment). harness.Build compiles it once per test binary
+// (with -race under -race) into the folder that harness.Main owns.
 func TestMain(m *testing.M) { os.Exit(harness.Main(m)) }
 
-func fixture(t *testing.T, name string) string {
+// fixture is the command that starts the fixture with bug put in, or the
+// correct server for "".
+func fixture(t *testing.T, bug string) harness.Command {
 	t.Helper()
-	return harness.Build(t, "../../testdata/"+name).Path
+	cmd := harness.Command{Path: harness.Build(t, "../../testdata/fixture").Path}
+	if bug != "" {
+		cmd.Args = []string{"-bug", bug}
+	}
+	return cmd
+}
+
+// argv is cmd as the grader takes it after "--", and reports it.
+func argv(cmd harness.Command) []string {
+	return append([]string{cmd.Path}, cmd.Args...)
+}
+
+// against is the grader's command line: its flags, then "--" and cmd.
+func against(cmd harness.Command, flags ...string) []string {
+	return append(append(flags, "--"), argv(cmd)...)
 }
 
 // needScenarios skips a test whose scenarios are not registered yet: the
@@ -86,10 +102,10 @@ func gradeJSON(t *testing.T, args ...string) (int, report, string) {
 // The correct server passes every stage; this also guards the harness
 // against a scenario that would fail a server that keeps the contract.
 func TestGoodPassesEveryStage(t *testing.T) {
-	good := fixture(t, "good")
+	good := fixture(t, "")
 	scenarios, err := harness.Stage(harness.MaxStage)
 	require.NoError(t, err)
-	code, stdout, stderr := grade(t, "-stage", strconv.Itoa(harness.MaxStage), "--", good)
+	code, stdout, stderr := grade(t, against(good, "-stage", strconv.Itoa(harness.MaxStage))...)
 	if code != exitPass {
 		t.Errorf("exit code %d, want %d\nstdout:\n%s\nstderr:\n%s", code, exitPass, stdout, stderr)
 	}
@@ -111,29 +127,28 @@ func TestGoodPassesEveryStage(t *testing.T) {
 	}
 }
 
-// Each buggy fixture must fail the scenario its bug is about, as the kind
-// that bug shows, with a hint that points at it.
+// Each bug must fail the scenario it is about, as the kind that bug shows,
+// with a hint that points at it.
 func TestBuggyServersFailWithTheRightHint(t *testing.T) {
 	for _, tc := range []struct {
-		fixture  string
+		bug      string
 		stage    string
 		scenario string
 		kind     harness.Kind
 		hint     string // a phrase the hint must contain
 	}{
-		{"buggy/serial", "2", "concurrent", harness.Stall, "one client at a time"},
-		{"buggy/nodash", "1", "reply", harness.Wrong, "dash between month and day"},
-		{"buggy/noclose", "1", "close", harness.Leak, "close the fd"},
-		{"buggy/noclose", "1", "half-close", harness.Stall, "close the connection"},
-		{"buggy/nograce", "1", "shutdown", harness.Exit, "catch SIGTERM"},
-		{"buggy/nolimit", "1", "long-line", harness.Wrong, "-max-line"},
-		{"buggy/pollaccept", "2", "idle", harness.Spin, ""},
-		{"buggy/nobackoff", "4", "fd-limit", harness.Spin, "EMFILE"},
+		{"serial", "2", "concurrent", harness.Stall, "one client at a time"},
+		{"nodash", "1", "reply", harness.Wrong, "dash between month and day"},
+		{"noclose", "1", "close", harness.Leak, "close the fd"},
+		{"noclose", "1", "half-close", harness.Stall, "close the connection"},
+		{"nograce", "1", "shutdown", harness.Exit, "catch SIGTERM"},
+		{"nolimit", "1", "long-line", harness.Wrong, "-max-line"},
+		{"pollaccept", "2", "idle", harness.Spin, ""},
+		{"nobackoff", "4", "fd-limit", harness.Spin, "EMFILE"},
 	} {
-		t.Run(tc.fixture+"/"+tc.scenario, func(t *testing.T) {
+		t.Run(tc.bug+"/"+tc.scenario, func(t *testing.T) {
 			needScenarios(t, tc.scenario)
-			bin := fixture(t, tc.fixture)
-			code, rep, stderr := gradeJSON(t, "-stage", tc.stage, "-run", "^"+tc.scenario+"$", "--", bin)
+			code, rep, stderr := gradeJSON(t, against(fixture(t, tc.bug), "-stage", tc.stage, "-run", "^"+tc.scenario+"$")...)
 			if code != exitFail {
 				t.Errorf("exit code %d, want %d", code, exitFail)
 			}
@@ -156,8 +171,8 @@ func TestBuggyServersFailWithTheRightHint(t *testing.T) {
 // step, got, want and hint, then the counts.
 func TestFailureLog(t *testing.T) {
 	needScenarios(t, "reply", "concurrent")
-	serial := fixture(t, "buggy/serial")
-	code, stdout, _ := grade(t, "-stage", "2", "-run", "^(reply|concurrent)$", "--", serial)
+	serial := fixture(t, "serial")
+	code, stdout, _ := grade(t, against(serial, "-stage", "2", "-run", "^(reply|concurrent)$")...)
 	if code != exitFail {
 		t.Errorf("exit code %d, want %d", code, exitFail)
 	}
@@ -166,7 +181,7 @@ func TestFailureLog(t *testing.T) {
 		t.Errorf("passed, failed (-want +got):\n%s", diff)
 	}
 	for _, want := range []*regexp.Regexp{
-		regexp.MustCompile(`(?m)^\[grade\] stage 2 \(2 scenarios\) against: ` + regexp.QuoteMeta(serial) + `$`),
+		regexp.MustCompile(`(?m)^\[grade\] stage 2 \(2 scenarios\) against: ` + regexp.QuoteMeta(strings.Join(argv(serial), " ")) + `$`),
 		regexp.MustCompile(`(?m)^\[grade\] --- reply: one line`),
 		regexp.MustCompile(`(?m)^\[grade\] ✓ reply \(\d+\.\ds\)$`),
 		regexp.MustCompile(`(?m)^\[grade\] ✗ concurrent \(\d+\.\ds\) \[stall\]$`),
@@ -183,14 +198,14 @@ func TestFailureLog(t *testing.T) {
 
 func TestJSONReport(t *testing.T) {
 	needScenarios(t, "reply")
-	nodash := fixture(t, "buggy/nodash")
-	code, rep, stderr := gradeJSON(t, "-stage", "3", "-run", "^reply$", "--", nodash, "-v")
+	nodash := fixture(t, "nodash").With("-v")
+	code, rep, stderr := gradeJSON(t, against(nodash, "-stage", "3", "-run", "^reply$")...)
 	if code != exitFail {
 		t.Errorf("exit code %d, want %d", code, exitFail)
 	}
 	want := report{
 		Stage:   3,
-		Command: []string{nodash, "-v"},
+		Command: argv(nodash),
 		Passed:  0,
 		Failed:  1,
 		Scenarios: []result{{
@@ -215,8 +230,8 @@ func TestJSONReport(t *testing.T) {
 // it cannot be mistaken for (or forge) a grader line.
 func TestServerOutputIsPrefixed(t *testing.T) {
 	needScenarios(t, "reply")
-	good := fixture(t, "good")
-	code, stdout, _ := grade(t, "-stage", "1", "-run", "^reply$", "--", good, "-v")
+	good := fixture(t, "").With("-v")
+	code, stdout, _ := grade(t, against(good, "-stage", "1", "-run", "^reply$")...)
 	if code != exitPass {
 		t.Errorf("exit code %d, want %d\n%s", code, exitPass, stdout)
 	}
@@ -304,11 +319,11 @@ func TestBareNameInCurrentFolder(t *testing.T) {
 func TestInterruptStopsTheServer(t *testing.T) {
 	needScenarios(t, "reply")
 	grader := harness.Build(t, ".").Path
-	server := fixture(t, "buggy/unflushed")
+	server := fixture(t, "unflushed").With("-v")
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, grader, "-stage", "1", "-run", "^reply$", "--", server, "-v")
+	cmd := exec.CommandContext(ctx, grader, against(server, "-stage", "1", "-run", "^reply$")...)
 	stdout, err := cmd.StdoutPipe()
 	require.NoError(t, err)
 	require.NoError(t, cmd.Start())
