@@ -10,6 +10,7 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -36,6 +37,9 @@ var trace = log.New(io.Discard, "", log.Lmicroseconds)
 
 func main() {
 	cfg, err := parseFlags(os.Args[1:])
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(0) // -h: the flag package has printed the usage
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "01-blocking:", err)
 		os.Exit(2)

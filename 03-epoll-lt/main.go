@@ -13,6 +13,7 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -39,6 +40,9 @@ var trace = log.New(io.Discard, "", log.Lmicroseconds)
 
 func main() {
 	cfg, err := parseFlags(os.Args[1:])
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(0) // -h: the flag package has printed the usage
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "03-epoll-lt:", err)
 		os.Exit(2)

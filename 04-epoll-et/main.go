@@ -16,6 +16,7 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -42,6 +43,9 @@ var trace = log.New(io.Discard, "", log.Lmicroseconds)
 
 func main() {
 	cfg, err := parseFlags(os.Args[1:])
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(0) // -h: the flag package has printed the usage
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "04-epoll-et:", err)
 		os.Exit(2)
