@@ -31,16 +31,20 @@ type Client struct {
 // harness's, or that rounds instead of truncating to the second.
 const stampSlack = time.Second
 
-// Write sends p, failing if the server does not take it within timeout.
-func (c *Client) Write(p []byte, timeout time.Duration) error {
+// Write sends p, failing if the server does not take it within timeout;
+// like net.Conn.Write it returns how much was taken.
+func (c *Client) Write(p []byte, timeout time.Duration) (int, error) {
 	c.conn.SetWriteDeadline(time.Now().Add(timeout))
 	n, err := c.conn.Write(p)
 	c.env.sent.Add(int64(n))
-	return err
+	return n, err
 }
 
 // Send writes p with the default deadline.
-func (c *Client) Send(p []byte) error { return c.Write(p, ioTimeout) }
+func (c *Client) Send(p []byte) error {
+	_, err := c.Write(p, ioTimeout)
+	return err
+}
 
 // Read reads into p by the deadline, like net.Conn.Read.
 func (c *Client) Read(p []byte, deadline time.Time) (int, error) {
@@ -104,6 +108,15 @@ func (c *Client) ExpectReply(step string, want []byte, deadline time.Time) error
 			"stamp the reply with the server's local time when the line is answered")
 	}
 	return nil
+}
+
+// Ask sends line and a '\n', and expects the stamp reply to line by the
+// deadline; the failure, a *Failure, is named step.
+func (c *Client) Ask(step string, line []byte, deadline time.Time) error {
+	if err := c.Send(append(append([]byte(nil), line...), '\n')); err != nil {
+		return Fail(Refused, step, err.Error(), "the server to read the line", "")
+	}
+	return c.ExpectReply(step, line, deadline)
 }
 
 // ExpectEOF checks that the server closes the connection by the deadline

@@ -24,6 +24,9 @@ type Env struct {
 	mu      sync.Mutex
 	servers []*Server
 	clients []*Client
+	// closed is set once closeClients has run: a client dialled after
+	// that (the scenario's context ended mid-dial) is closed at once.
+	closed bool
 	// mayExit holds servers a scenario told to exit (shutdown sends
 	// SIGTERM), so that their exit is not reported as a crash.
 	mayExit map[*Server]bool
@@ -71,18 +74,37 @@ func (e *Env) Dial(s *Server) (*Client, error) {
 	c := &Client{conn: conn.(*net.TCPConn), env: e, dialed: time.Now()}
 	e.conns.Add(1)
 	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		conn.Close()
+		return nil, Fail(Refused, "connect to "+s.Addr(), "the scenario had ended", "a connection", "")
+	}
 	e.clients = append(e.clients, c)
-	e.mu.Unlock()
 	return c, nil
+}
+
+// startClient starts the server with args and opens one client to it: how
+// most scenarios begin.
+func (e *Env) startClient(args ...string) (*Server, *Client, error) {
+	s, err := e.Start(args...)
+	if err != nil {
+		return nil, nil, err
+	}
+	c, err := e.Dial(s)
+	return s, c, err
 }
 
 func (e *Env) cost() Cost {
 	return Cost{Conns: int(e.conns.Load()), Sent: e.sent.Load(), Recv: e.recv.Load()}
 }
 
+// closeClients closes every client, now and any dialled later. Run calls
+// it when the scenario's context ends, so that reads blocked on a server
+// return at once instead of at their deadlines.
 func (e *Env) closeClients() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	e.closed = true
 	for _, c := range e.clients {
 		c.Close()
 	}
@@ -115,6 +137,9 @@ func (e *Env) crashed() *Failure {
 	for _, s := range e.servers {
 		if !s.Alive() && !e.mayExit[s] {
 			hint := "the server died; the last lines it printed:\n" + lastLines(s.Output(), 10)
+			if cause := s.out.Cause(); cause != "" {
+				hint = "the server died; the start of its crash report:\n" + cause
+			}
 			if sig, ok := deathSignal(s.status); ok && sig == syscall.SIGPIPE {
 				// The usual death of a C server whose client reset: say why.
 				hint = "a write to a connection the client had closed raised SIGPIPE, whose default action " +

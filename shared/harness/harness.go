@@ -81,8 +81,10 @@ type Scenario struct {
 }
 
 // scenarioTimeout bounds every scenario, so a hung server fails one
-// scenario instead of the whole test binary's timeout.
-const scenarioTimeout = 60 * time.Second
+// scenario instead of the whole test binary's timeout. It is twice
+// readyTimeout, so that a server slow to start (`go run` compiling first)
+// fails as a startup with its own hint, and still has time to run.
+const scenarioTimeout = 90 * time.Second
 
 var (
 	registryMu sync.Mutex
@@ -173,6 +175,10 @@ func Run(ctx context.Context, s Scenario, cmd Command, opts Options) Result {
 	ctx, cancel := context.WithTimeout(ctx, scenarioTimeout)
 	defer cancel()
 	e := newEnv(ctx, cmd, opts)
+	// Ctrl-C or the timeout closes every client at once: a scenario blocked
+	// reading returns now, not at its read deadline.
+	stopClosing := context.AfterFunc(ctx, e.closeClients)
+	defer stopClosing()
 	start := time.Now()
 	err := runGuarded(s, e)
 	e.closeClients()
@@ -180,8 +186,14 @@ func Run(ctx context.Context, s Scenario, cmd Command, opts Options) Result {
 	if crashed := e.crashed(); crashed != nil && (f == nil || f.Kind != Exit) {
 		f = crashed // a dead server explains every later symptom
 	}
-	if ctx.Err() != nil && f == nil {
-		f = Fail(Stall, "scenario", "still running after "+scenarioTimeout.String(), "done", "")
+	if ctx.Err() != nil && (f == nil || f.Kind != Crash && f.Kind != Startup) {
+		// Whatever the scenario saw after its clients were closed under it
+		// says nothing about the server.
+		got := "still running after "
+		if errors.Is(ctx.Err(), context.Canceled) {
+			got = "interrupted after "
+		}
+		f = Fail(Stall, "scenario", got+time.Since(start).Round(100*time.Millisecond).String(), "done", "")
 	}
 	e.stopServers()
 	return Result{

@@ -1,18 +1,23 @@
 package harness
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"os"
 	"os/exec"
+	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"golang.org/x/sys/unix"
 
 	"reactorlab/shared/protocol"
 )
@@ -364,4 +369,222 @@ func TestExpectReplyStamp(t *testing.T) {
 			t.Errorf("%s: failure kind %q, want %q", tt.name, kind, tt.wantKind)
 		}
 	}
+}
+
+// A server that never prints its ready line must fail as a startup, with
+// the hint that says what to print, whether the ready timeout or the
+// scenario's context ends the wait: never as a bare context error.
+func TestStartupWithoutReadyLine(t *testing.T) {
+	if readyTimeout >= scenarioTimeout {
+		t.Errorf("readyTimeout %s, scenarioTimeout %s: want the ready timeout to end first", readyTimeout, scenarioTimeout)
+	}
+	if _, err := exec.LookPath("sleep"); err != nil {
+		t.Skip("no sleep command")
+	}
+	silent := Command{Path: "/bin/sh", Args: []string{"-c", "exec sleep 30", "sh"}}
+	start := Scenario{Name: "start", Run: func(e *Env) error {
+		_, err := e.Start()
+		return err
+	}}
+	// The context stands in for the ready timeout, which is too long to
+	// wait for here; both end in the same select.
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	r := Run(ctx, start, silent, Options{})
+	if f := r.Failure; f == nil || f.Kind != Startup || !strings.Contains(f.Hint, "print the ready line") {
+		t.Errorf("silent server: failure %+v, want kind %s with the ready-line hint", f, Startup)
+	}
+	if r.Elapsed > 5*time.Second {
+		t.Errorf("silent server: Run took %s, want about the context's 200ms", r.Elapsed)
+	}
+}
+
+// Ending the scenario's context closes its clients, so a read blocked on a
+// server that never answers returns at once, not at its deadline.
+func TestCancelClosesClients(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	mute := &Server{addr: ln.Addr().String()} // the backlog completes the connect
+	blocked := Scenario{Name: "blocked", Run: func(e *Env) error {
+		c, err := e.Dial(mute)
+		if err != nil {
+			return err
+		}
+		_, err = c.ReadLine(time.Now().Add(time.Minute))
+		return err
+	}}
+	ctx, cancel := context.WithCancel(context.Background())
+	stop := time.AfterFunc(200*time.Millisecond, cancel)
+	defer stop.Stop()
+	r := Run(ctx, blocked, Command{}, Options{})
+	if f := r.Failure; f == nil || f.Kind != Stall || !strings.HasPrefix(f.Got, "interrupted") {
+		t.Errorf("cancelled scenario: failure %+v, want kind %s, got \"interrupted after ...\"", f, Stall)
+	}
+	if r.Elapsed > 5*time.Second {
+		t.Errorf("cancelled scenario: Run took %s, want about 200ms", r.Elapsed)
+	}
+
+	// A client dialled once the clients were closed is closed too.
+	e := newEnv(context.Background(), Command{}, Options{})
+	e.closeClients()
+	if c, err := e.Dial(mute); err == nil {
+		t.Errorf("Dial after closeClients = %v, nil; want an error", c)
+	}
+}
+
+// recorder is a ServerOutput that notes writes made after Run returned.
+type recorder struct {
+	mu    sync.Mutex
+	b     strings.Builder
+	ended bool
+	late  int
+}
+
+func (r *recorder) Write(p []byte) (int, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.ended {
+		r.late++
+	}
+	return r.b.Write(p)
+}
+
+// Run returns only once everything the server printed has been read: a
+// server that prints on its way out loses nothing, and prints nothing into
+// whatever the caller does next.
+func TestRunWaitsForServerOutput(t *testing.T) {
+	// On SIGTERM (Stop's), the shell prints far more than a pipe holds, as
+	// fast as it can, and exits: what is still in the pipe then must be read.
+	loud := Command{Path: "/bin/sh", Args: []string{"-c", `
+		trap 'yes late | head -n 100000; echo "last words"; exit 0' TERM
+		echo "listening on 127.0.0.1:9"
+		sleep 30 & wait`, "sh"}}
+	start := Scenario{Name: "start", Run: func(e *Env) error {
+		_, err := e.Start()
+		return err
+	}}
+	for _, tool := range []string{"yes", "head", "sleep"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("no %s command", tool)
+		}
+	}
+	var out recorder
+	r := Run(context.Background(), start, loud, Options{ServerOutput: &out})
+	out.mu.Lock()
+	out.ended = true
+	got := out.b.String()
+	out.mu.Unlock()
+	if r.Failure != nil {
+		t.Fatalf("failure %v, want none", r.Failure)
+	}
+	if want := "  server | last words\n"; !strings.HasSuffix(got, want) {
+		t.Errorf("server output when Run returned ends %q, want %q", got[max(0, len(got)-40):], want)
+	}
+	out.mu.Lock()
+	defer out.mu.Unlock()
+	if out.late > 0 {
+		t.Errorf("%d writes of server output after Run returned, want 0", out.late)
+	}
+}
+
+// The crash hint shows the line that says why a Go server died, though the
+// goroutine dump after it is far longer than the tail.
+func TestTailCause(t *testing.T) {
+	dump := strings.Repeat("goroutine 7 [IO wait]:\n\t/usr/local/go/src/runtime/netpoll.go:351 +0x85\n", 200)
+	tests := []struct {
+		name, out, want string
+	}{
+		{
+			name: "panic",
+			out: "serving\npanic: runtime error: index out of range [3] with length 3\n\ngoroutine 1 [running]:\n" +
+				"main.handle(...)\n\t/src/conn.go:42 +0x1d\nmain.main()\n" + dump + "exit status 2\n",
+			want: "panic: runtime error: index out of range [3] with length 3\n\ngoroutine 1 [running]:\n" +
+				"main.handle(...)\n\t/src/conn.go:42 +0x1d\nmain.main()",
+		},
+		{
+			name: "data race, the first report wins",
+			out: "==================\nWARNING: DATA RACE\nWrite at 0x00c000012345 by goroutine 8:\n  main.(*server).handle()\n" +
+				dump + "==================\nWARNING: DATA RACE\nRead at 0x1 by goroutine 9:\n",
+			want: "WARNING: DATA RACE\nWrite at 0x00c000012345 by goroutine 8:\n  main.(*server).handle()\n" +
+				"goroutine 7 [IO wait]:\n\t/usr/local/go/src/runtime/netpoll.go:351 +0x85\ngoroutine 7 [IO wait]:",
+		},
+		{
+			name: "segfault",
+			out:  "fine\n[signal SIGSEGV: segmentation violation code=0x1 addr=0x0 pc=0x4a1b2c]\n",
+			want: "[signal SIGSEGV: segmentation violation code=0x1 addr=0x0 pc=0x4a1b2c]",
+		},
+		{name: "no crash report", out: "listening\n" + dump, want: ""},
+	}
+	for _, tt := range tests {
+		tl := newTail(nil)
+		// Odd-sized writes, so lines arrive in pieces as from a pipe.
+		for p := tt.out; p != ""; {
+			n := min(len(p), 37)
+			tl.Write([]byte(p[:n]))
+			p = p[n:]
+		}
+		if diff := cmp.Diff(tt.want, tl.Cause()); diff != "" {
+			t.Errorf("%s: Cause() (-want +got):\n%s", tt.name, diff)
+		}
+		if got := len(tl.String()); got > tailSize {
+			t.Errorf("%s: tail keeps %d bytes, want at most %d", tt.name, got, tailSize)
+		}
+	}
+}
+
+// orphanEnv makes the test binary, run again by TestServerDiesWithHarness,
+// start a server, print its pid and wait to be killed.
+const orphanEnv = "HARNESS_TEST_ORPHAN"
+
+// If the test binary is killed, Stop never runs: the kernel must end the
+// servers it started all the same.
+func TestServerDiesWithHarness(t *testing.T) {
+	if os.Getenv(orphanEnv) == "1" {
+		s := StartServer(t, fakeServer)
+		fmt.Println(s.PID())
+		<-s.Exited() // until this process is killed
+		return
+	}
+	if _, err := exec.LookPath("sleep"); err != nil {
+		t.Skip("no sleep command")
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestServerDiesWithHarness$")
+	cmd.Env = append(os.Environ(), orphanEnv+"=1")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(out).ReadString('\n')
+	pid, perr := strconv.Atoi(strings.TrimSpace(line))
+	cmd.Process.Kill()
+	cmd.Wait()
+	if err != nil || perr != nil {
+		t.Fatalf("child test binary printed %q (%v, %v), want the server's pid", line, err, perr)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	tick := time.NewTicker(pollEvery)
+	defer tick.Stop()
+	for alive(pid) {
+		if time.Now().After(deadline) {
+			unix.Kill(pid, unix.SIGKILL)
+			t.Fatalf("server %d still running 5s after the test binary that started it was killed", pid)
+		}
+		<-tick.C
+	}
+}
+
+// alive reports whether pid runs: a zombie has died, whoever reaps it.
+func alive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	return len(f) > 0 && f[0] != "Z"
 }

@@ -1,6 +1,7 @@
 package harness
 
 import (
+	"bytes"
 	"fmt"
 	"syscall"
 	"time"
@@ -35,11 +36,17 @@ const closeSettle = 3 * time.Second
 const pollEvery = 10 * time.Millisecond
 
 func runClose(e *Env) error {
-	s, err := e.Start()
+	s, c, err := e.startClient()
 	if err != nil {
 		return err
 	}
-	baseline, err := s.OpenFDs()
+	// The baseline is taken after one client has come and gone, so that an
+	// fd a server opens on its first connection and keeps is not a leak.
+	if err := c.Ask("a first client, before the fd baseline", []byte("first"), time.Now().Add(ioTimeout)); err != nil {
+		return err
+	}
+	c.Close()
+	baseline, err := s.WaitFDs(e.Ctx, closeSettle, steadyFor(fdSteady))
 	if err != nil {
 		return err
 	}
@@ -52,10 +59,10 @@ func runClose(e *Env) error {
 		reply bool
 		reset bool
 	}{
-		{"FIN after a reply", true, true, false},
-		{"RST after a reply", true, true, true},
-		{"connect, then close with nothing sent", false, false, false},
-		{"RST before the reply", true, false, true},
+		{name: "FIN after a reply", send: true, reply: true, reset: false},
+		{name: "RST after a reply", send: true, reply: true, reset: true},
+		{name: "connect, then close with nothing sent", send: false, reply: false, reset: false},
+		{name: "RST before the reply", send: true, reply: false, reset: true},
 	}
 	for round := 1; round <= closeRounds; round++ {
 		for _, l := range leave {
@@ -67,16 +74,16 @@ func runClose(e *Env) error {
 				return f
 			}
 			line := fmt.Appendf(nil, "round %d", round)
-			if l.send {
+			switch {
+			case l.reply:
+				if err := c.Ask(step, line, time.Now().Add(ioTimeout)); err != nil {
+					return explain(err, "a client that left earlier must not change how the next one is served: "+
+						"when a connection ends, forget all of its state; or, under edge-triggered epoll, one accept "+
+						"per event left this connection in the backlog: accept until EAGAIN")
+				}
+			case l.send:
 				if err := c.Send(append(line, '\n')); err != nil {
 					return Fail(Refused, step, err.Error(), "the server to read the line", "")
-				}
-			}
-			if l.reply {
-				if err := c.ExpectReply(step, line, time.Now().Add(ioTimeout)); err != nil {
-					return explain(err, "a client that left earlier must not change how the next one is served: "+
-						"when a connection ends forget all of its state, and keep accepting (under edge-triggered "+
-						"epoll, until EAGAIN)")
 				}
 			}
 			if l.reset {
@@ -94,60 +101,59 @@ func runClose(e *Env) error {
 	}
 	if n > baseline {
 		return Fail(Leak, step, fmt.Sprintf("%d fds open %s later", n, closeSettle),
-			fmt.Sprintf("<= %d, as right after start", baseline),
+			fmt.Sprintf("<= %d, as once the first client had left", baseline),
 			"close the fd when read returns 0 (FIN) or an error such as ECONNRESET, and when EPOLLHUP/EPOLLERR arrive")
 	}
 
-	c, err := e.Dial(s)
+	c, err = e.Dial(s)
 	if err != nil {
 		return err
 	}
-	const fresh = "a new client after all that"
-	if err := c.Send([]byte("still there?\n")); err != nil {
-		return Fail(Refused, fresh, err.Error(), "the server to read the line", "")
-	}
-	if err := c.ExpectReply(fresh, []byte("still there?"), time.Now().Add(ioTimeout)); err != nil {
+	if err := c.Ask("a new client after all that", []byte("still there?"), time.Now().Add(ioTimeout)); err != nil {
 		return explain(err, "an error on one connection (EPIPE, ECONNRESET) ends that connection only: "+
 			"the server must go on accepting and serving")
 	}
 	return nil
 }
 
-// shutdownLines are sent just before SIGTERM: about 10 KiB of replies
-// owed at once, so a server that drops what is unread or unsent at the
-// signal visibly loses some.
-const shutdownLines = 200
+// shutdownLineSize is each owed line's length with its '\n': long enough
+// that a few thousand fill the kernel buffers both ways, short enough that
+// a line the kernel takes only in part leaves little to finish.
+const shutdownLineSize = 1 << 10
+
+// shutdownFloodMax bounds what the client writes before the signal if the
+// server keeps taking it. It is twice Linux's default largest send buffer
+// (tcp_wmem, 4 MiB), so that the replies cannot all wait in the server's
+// kernel buffers and some are still owed by the server itself: at 4 MiB a
+// server that exits at once on SIGTERM passed 2 runs in 20, at 8 MiB none.
+const shutdownFloodMax = 8 << 20
+
+// shutdownStuck is how long a write may take nothing before the client
+// concludes the server has stopped reading: its replies have filled the
+// way back, so replies are owed and lines wait unread.
+const shutdownStuck = 100 * time.Millisecond
 
 // shutdownBudget is the contract's: owed replies delivered, every fd
 // closed and the process gone within 2 s of the signal.
 const shutdownBudget = 2 * time.Second
 
 func runShutdown(e *Env) error {
-	s, err := e.Start()
-	if err != nil {
-		return err
-	}
-	c, err := e.Dial(s)
+	s, c, err := e.startClient()
 	if err != nil {
 		return err
 	}
 	// One reply first, so the connection is surely accepted and belongs to
 	// the connections the grace period is for.
-	if err := c.Send([]byte("first\n")); err != nil {
-		return Fail(Refused, "send a first line", err.Error(), "the server to read it", "")
-	}
-	if err := c.ExpectReply("reply to the first line", []byte("first"), time.Now().Add(ioTimeout)); err != nil {
+	if err := c.Ask("reply to the first line", []byte("first"), time.Now().Add(ioTimeout)); err != nil {
 		return err
 	}
-	lines := make([][]byte, shutdownLines)
-	var batch []byte
-	for i := range lines {
-		lines[i] = fmt.Appendf(nil, "owed %d of %d", i+1, shutdownLines)
-		batch = append(append(batch, lines[i]...), '\n')
+	// Then lines without reading, so that at the signal replies are owed:
+	// a server that exits at once cannot have sent them all.
+	lines, rest, err := floodUnread(c)
+	if err != nil {
+		return err
 	}
-	if err := c.Send(batch); err != nil {
-		return Fail(Refused, fmt.Sprintf("send %d lines", shutdownLines), err.Error(), "the server to read them", "")
-	}
+	e.Logf("shutdown: %d lines (%s) sent without reading before SIGTERM", lines, sizeString(int64(lines*shutdownLineSize)))
 
 	e.expectExit(s)
 	signalled := time.Now()
@@ -155,12 +161,75 @@ func runShutdown(e *Env) error {
 		return Fail(Exit, "send SIGTERM", err.Error(), "a running server", "")
 	}
 	deadline := signalled.Add(shutdownBudget)
+	// If the kernel took only part of the last line, the rest goes now,
+	// while the replies are read: the server reads again only once they are.
+	werr := make(chan error, 1)
+	go func() {
+		var err error
+		if len(rest) > 0 {
+			_, err = c.Write(rest, time.Until(deadline))
+		}
+		werr <- err
+	}()
+	f := readOwed(c, s, lines, deadline)
+	if f != nil {
+		c.Close() // unblocks the writer, which must be gone before the scenario returns
+	}
+	if err := <-werr; err != nil && f == nil {
+		f = Fail(Refused, "send the rest of the last line after SIGTERM", err.Error(), "the server to read it",
+			"during the grace period keep reading open connections")
+	}
+	if f != nil {
+		return f
+	}
+	if !exited(s, deadline) {
+		return Fail(Exit, "exit after SIGTERM", fmt.Sprintf("still running %s after SIGTERM", shutdownBudget),
+			"exit status 0", "the server must exit within 2 s of SIGTERM (a thread blocked in accept() is not "+
+				"woken by close() on Linux: shutdown(fd, SHUT_RD) the listener)")
+	}
+	if s.ExitStatus() != nil {
+		return exitStatusFailure(s)
+	}
+	return nil
+}
 
+// shutdownLine is the i-th owed line, without its '\n': numbered, so a
+// reply shows which it answers, and padded to shutdownLineSize.
+func shutdownLine(i int) []byte {
+	line := fmt.Appendf(nil, "owed %d ", i+1)
+	return append(line, bytes.Repeat([]byte("."), shutdownLineSize-1-len(line))...)
+}
+
+// floodUnread writes owed lines without reading, until a write takes
+// nothing for shutdownStuck or shutdownFloodMax have gone. It returns how
+// many lines it began and what the kernel did not take of the last one.
+func floodUnread(c *Client) (lines int, rest []byte, err error) {
+	for lines*shutdownLineSize < shutdownFloodMax {
+		line := append(shutdownLine(lines), '\n')
+		n, err := c.Write(line, shutdownStuck)
+		switch {
+		case err == nil:
+			lines++
+		case !isTimeout(err):
+			return 0, nil, Fail(Refused, fmt.Sprintf("send line %d without reading the replies", lines+1),
+				err.Error(), "the server to read it", "")
+		case n == 0:
+			return lines, nil, nil
+		default:
+			return lines + 1, line[n:], nil
+		}
+	}
+	return lines, nil, nil
+}
+
+// readOwed reads the replies to the owed lines, in order, then the end of
+// the stream, by the deadline.
+func readOwed(c *Client, s *Server, lines int, deadline time.Time) *Failure {
 	lost := "replies owed before the signal were lost: on SIGTERM stop accepting, but keep reading and " +
 		"answering open connections for a grace period, flush, then close"
-	for i, line := range lines {
-		step := fmt.Sprintf("reply %d of %d lines sent just before SIGTERM", i+1, shutdownLines)
-		err := c.ExpectReply(step, line, deadline)
+	for i := range lines {
+		step := fmt.Sprintf("reply %d of %d lines sent before SIGTERM", i+1, lines)
+		err := c.ExpectReply(step, shutdownLine(i), deadline)
 		if err == nil {
 			continue
 		}
@@ -173,26 +242,12 @@ func runShutdown(e *Env) error {
 			}
 			f.Kind = Wrong
 		}
-		f.Got = fmt.Sprintf("%d of %d replies, then %s", i, shutdownLines, f.Got)
+		f.Got = fmt.Sprintf("%d of %d replies, then %s", i, lines, f.Got)
 		return f
 	}
-	if err := c.ExpectEOF("close after the owed replies", deadline); err != nil {
-		f := AsFailure(err)
-		if f.Kind == Stall {
-			f.Hint = "after the grace period close every connection, so clients see the end: " +
-				"the server must be gone within 2 s of SIGTERM"
-		}
-		return f
-	}
-	if !exited(s, deadline) {
-		return Fail(Exit, "exit after SIGTERM", fmt.Sprintf("still running %s after SIGTERM", shutdownBudget),
-			"exit status 0", "the server must exit within 2 s of SIGTERM (a thread blocked in accept() is not "+
-				"woken by close() on Linux: shutdown(fd, SHUT_RD) the listener)")
-	}
-	if s.ExitStatus() != nil {
-		return exitStatusFailure(s)
-	}
-	return nil
+	return AsFailure(expectClosed(c, "close after the owed replies", deadline,
+		"after the grace period close every connection, so clients see the end: the server must be gone "+
+			"within 2 s of SIGTERM", ""))
 }
 
 // exited waits until deadline for s to exit and reports whether it did.

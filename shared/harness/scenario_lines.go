@@ -35,11 +35,7 @@ func init() {
 const batchLines = 100
 
 func runFraming(e *Env) error {
-	s, err := e.Start()
-	if err != nil {
-		return err
-	}
-	c, err := e.Dial(s)
+	_, c, err := e.startClient()
 	if err != nil {
 		return err
 	}
@@ -115,11 +111,7 @@ const halfCloseLines = 1000
 const halfCloseTimeout = 5 * time.Second
 
 func runHalfClose(e *Env) error {
-	s, err := e.Start()
-	if err != nil {
-		return err
-	}
-	c, err := e.Dial(s)
+	_, c, err := e.startClient()
 	if err != nil {
 		return err
 	}
@@ -159,22 +151,14 @@ func runHalfClose(e *Env) error {
 		case f.Kind == Refused:
 			f.Hint = "replies owed were dropped at EOF: on read()==0, send every reply still owed, then close"
 		default:
-			f.Hint = "replies stopped part-way: the 1,000 lines arrive in one burst, so under edge-triggered epoll " +
-				"read until EAGAIN (a read that stops early leaves bytes no new edge will announce); and " +
-				"read()==0 means no more input, not no more output: keep sending what is owed"
+			f.Hint = "replies stopped part-way: read()==0 means no more input, not no more output, so keep sending " +
+				"what is owed; under edge-triggered epoll, read until EAGAIN (or until read returns 0): bytes and " +
+				"a FIN left unread get no new edge"
 		}
 		return f
 	}
-	if err := c.ExpectEOF("close after the last reply", deadline); err != nil {
-		f := AsFailure(err)
-		if f.Kind == Stall {
-			f.Hint = "after the client's FIN and all replies are sent, close the connection"
-		} else {
-			f.Hint = "nothing is owed after the last reply"
-		}
-		return f
-	}
-	return nil
+	return expectClosed(c, "close after the last reply", deadline,
+		"after the client's FIN and all replies are sent, close the connection", "nothing is owed after the last reply")
 }
 
 // longLineMax is the -max-line the scenario sets: small, so lines over it
@@ -227,7 +211,7 @@ func runLongLine(e *Env) error {
 		"a line over -max-line gets one line starting `error: ` saying why, then the connection is closed"); err != nil {
 		return err
 	}
-	if err := expectClosed(long, "close after the error line"); err != nil {
+	if err := expectClosed(long, "close after the error line", time.Now().Add(ioTimeout), closeAfterError, noMoreAfterError); err != nil {
 		return err
 	}
 	if err := expectErrorLine(endless, "error line for 5000 bytes with no '\\n' (-max-line 1024)",
@@ -235,7 +219,8 @@ func runLongLine(e *Env) error {
 			"send the error line and close, or a client can make the server buffer without bound"); err != nil {
 		return err
 	}
-	if err := expectClosed(endless, "close after the error line for the line with no '\\n'"); err != nil {
+	if err := expectClosed(endless, "close after the error line for the line with no '\\n'", time.Now().Add(ioTimeout),
+		closeAfterError, noMoreAfterError); err != nil {
 		return err
 	}
 
@@ -244,10 +229,7 @@ func runLongLine(e *Env) error {
 	if err := a.ExpectReply("neighbour's reply to \"before\"", []byte("before"), time.Now().Add(ioTimeout)); err != nil {
 		return explain(err, neighbour)
 	}
-	if err := a.Send([]byte("after\n")); err != nil {
-		return Fail(Refused, "neighbour sends a line after the others were closed", err.Error(), "the server to read it", neighbour)
-	}
-	if err := a.ExpectReply("neighbour's reply to \"after\"", []byte("after"), time.Now().Add(ioTimeout)); err != nil {
+	if err := a.Ask("neighbour's reply to \"after\", sent once the others were closed", []byte("after"), time.Now().Add(ioTimeout)); err != nil {
 		return explain(err, neighbour)
 	}
 	return nil
@@ -272,16 +254,23 @@ func expectErrorLine(c *Client, step, hint string) error {
 	return Fail(Wrong, step, fmt.Sprintf("%.60q", got), want, hint)
 }
 
-// expectClosed checks the server closes after its error line.
-func expectClosed(c *Client, step string) error {
-	if err := c.ExpectEOF(step, time.Now().Add(ioTimeout)); err != nil {
-		f := AsFailure(err)
-		if f.Kind == Stall {
-			f.Hint = "close the connection once the error line has been delivered"
-		} else {
-			f.Hint = "send nothing after the error line: the stream has lost its framing, so close"
-		}
-		return f
+// The hints for a connection not closed after its error line.
+const (
+	closeAfterError  = "close the connection once the error line has been delivered"
+	noMoreAfterError = "send nothing after the error line: the stream has lost its framing, so close"
+)
+
+// expectClosed checks that the server closes c by the deadline, with a hint
+// for each way it may not: keep the connection open (stall), or send more.
+func expectClosed(c *Client, step string, deadline time.Time, stall, more string) error {
+	err := c.ExpectEOF(step, deadline)
+	if err == nil {
+		return nil
 	}
-	return nil
+	f := AsFailure(err)
+	f.Hint = more
+	if f.Kind == Stall {
+		f.Hint = stall
+	}
+	return f
 }

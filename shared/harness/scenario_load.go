@@ -177,7 +177,7 @@ func runSlowReader(e *Env) error {
 	line := append(bytes.Repeat([]byte("f"), floodLine-1), '\n')
 	flooded := 0
 	for flooded < floodCap {
-		if err := flood.Write(line, floodStall); err != nil {
+		if _, err := flood.Write(line, floodStall); err != nil {
 			if !isTimeout(err) {
 				// Closing a client that never reads is the server's right.
 				e.Logf("slow-reader: the flooding client's write failed: %v", err)
@@ -197,11 +197,7 @@ func runSlowReader(e *Env) error {
 		return err
 	}
 	const step = "another client, while one floods and never reads"
-	msg := []byte("are you still there?")
-	if err := other.Send(append(msg, '\n')); err != nil {
-		return Fail(Refused, step, err.Error(), "the server to read the line", "")
-	}
-	if err := other.ExpectReply(step, msg, time.Now().Add(slowReplyWait)); err != nil {
+	if err := other.Ask(step, []byte("are you still there?"), time.Now().Add(slowReplyWait)); err != nil {
 		return explain(err, "a client that never reads stalled the server: a write that cannot complete "+
 			"must not block the loop; keep what the kernel did not take in a per-connection send buffer and wait for EPOLLOUT")
 	}

@@ -23,19 +23,11 @@ func init() {
 }
 
 func runReply(e *Env) error {
-	s, err := e.Start()
+	_, c, err := e.startClient()
 	if err != nil {
 		return err
 	}
-	c, err := e.Dial(s)
-	if err != nil {
-		return err
-	}
-	line := []byte("hello, reactor")
-	if err := c.Send(append(line, '\n')); err != nil {
-		return Fail(Refused, "send one line", err.Error(), "the server to read it", "")
-	}
-	if err := c.ExpectReply("reply to one line", line, time.Now().Add(ioTimeout)); err != nil {
+	if err := c.Ask("reply to one line", []byte("hello, reactor"), time.Now().Add(ioTimeout)); err != nil {
 		f := AsFailure(err)
 		if f.Hint == "" {
 			f.Hint = "read the line up to \\n and answer `[YYYY-MM-DD HH:MM:SS]server reply: LINE\\n`"
@@ -68,10 +60,7 @@ func runConcurrent(e *Env) error {
 		line := []byte(fmt.Sprintf("client %d of %d", i+1, len(clients)))
 		step := fmt.Sprintf("client %d of %d (connected %s, sent %s)", i+1, len(clients),
 			ordinal(i+1), ordinal(len(clients)-i))
-		if err := clients[i].Send(append(line, '\n')); err != nil {
-			return Fail(Refused, step, err.Error(), "the server to read the line", "")
-		}
-		if err := clients[i].ExpectReply(step, line, time.Now().Add(time.Second)); err != nil {
+		if err := clients[i].Ask(step, line, time.Now().Add(time.Second)); err != nil {
 			f := AsFailure(err)
 			if f.Kind == Stall {
 				f.Hint = "a client got no reply while an earlier client stayed connected: " +

@@ -117,7 +117,8 @@ func runIdle(e *Env) error {
 	got := fmt.Sprintf("%s of CPU and %d wakeups", cpu, wakes)
 	want := fmt.Sprintf("at most %s of CPU and %d wakeups", idleCPUMax, idleWakeupsMax)
 	busy := "the server burned CPU with nothing to do: a readiness it never consumes (EPOLLOUT left on with " +
-		"nothing to send, a level-triggered fd not read to EAGAIN) wakes the loop again at once, forever"
+		"nothing to send, a level-triggered fd not read to EAGAIN) wakes the loop again at once, forever; " +
+		"or a timer, deadline or timeout wakes the loop to poll"
 	switch {
 	case cpu > idleWindow/2:
 		// A loop that never blocks: the wakeups it shows are only
@@ -125,8 +126,9 @@ func runIdle(e *Env) error {
 		return Fail(Spin, step, got, want, busy)
 	case wakes > idleWakeupsMax:
 		return Fail(Spin, step, got, want,
-			fmt.Sprintf("the server woke %d times in 1 s with nothing to do: block in epoll_wait/poll/select with "+
-				"no timeout (-1) while idle; the seed's 10 ms timeout is a polling loop", wakes))
+			fmt.Sprintf("the server woke %d times in 1 s with nothing to do: a timer, deadline or timeout wakes the "+
+				"loop to poll (the seed's 10 ms epoll_wait timeout); while idle, block in epoll_wait/poll/select "+
+				"with no timeout (-1)", wakes))
 	case cpu > idleCPUMax:
 		return Fail(Spin, step, got, want, busy)
 	}
@@ -147,9 +149,21 @@ const fdClients = 2 * fdHeadroom
 // fdSettle bounds the wait for the server to take all the fds it can.
 const fdSettle = 2 * time.Second
 
-// fdSteady is how long the fd count must stay put to count as settled,
-// for a server that takes fewer than the limit allows (one at a time).
+// fdSteady is how long the fd count must stay put to count as settled:
+// when a server takes fewer fds than the limit allows (one at a time), or
+// has closed a client's fd and opened whatever it keeps.
 const fdSteady = 300 * time.Millisecond
+
+// steadyFor is a WaitFDs condition: the count has not changed for d.
+func steadyFor(d time.Duration) func(int) bool {
+	count, since := -1, time.Now()
+	return func(n int) bool {
+		if n != count {
+			count, since = n, time.Now()
+		}
+		return time.Since(since) >= d
+	}
+}
 
 // fdWindow and fdCPUMax: a server whose loop spins on EMFILE burns the
 // whole window, one that waits burns nothing; a fifth is far from both.
@@ -191,13 +205,8 @@ func runFDLimit(e *Env) error {
 	}
 
 	// Wait for the server to take every fd it can, or to stop taking more.
-	count, last := -1, time.Now()
-	n, err := s.WaitFDs(e.Ctx, fdSettle, func(n int) bool {
-		if n != count {
-			count, last = n, time.Now()
-		}
-		return n >= limit || time.Since(last) >= fdSteady
-	})
+	steady := steadyFor(fdSteady)
+	n, err := s.WaitFDs(e.Ctx, fdSettle, func(n int) bool { return n >= limit || steady(n) })
 	if err != nil {
 		return err
 	}
@@ -267,13 +276,7 @@ func tryOnce(e *Env, s *Server, step string, msg []byte, deadline time.Time) *Fa
 		return f
 	}
 	defer c.Close()
-	if err := c.Send(append(append([]byte(nil), msg...), '\n')); err != nil {
-		return Fail(Refused, step, err.Error(), "the server to read the line", "")
-	}
-	if err := c.ExpectReply(step, msg, deadline); err != nil {
-		return AsFailure(err)
-	}
-	return nil
+	return AsFailure(c.Ask(step, msg, deadline))
 }
 
 // wait lets d pass, for a measurement window: what happens in the server

@@ -53,11 +53,7 @@ const streamChunk = 64 << 10
 var streamSeed = [32]byte{'r', 'e', 'a', 'c', 't', 'o', 'r', '-', 'l', 'a', 'b'}
 
 func runEcho(e *Env) error {
-	s, err := e.Start("-mode", "echo")
-	if err != nil {
-		return err
-	}
-	c, err := e.Dial(s)
+	_, c, err := e.startClient("-mode", "echo")
 	if err != nil {
 		return err
 	}
@@ -85,11 +81,7 @@ func runEcho(e *Env) error {
 }
 
 func runBulk(e *Env) error {
-	s, err := e.Start("-mode", "echo")
-	if err != nil {
-		return err
-	}
-	c, err := e.Dial(s)
+	_, c, err := e.startClient("-mode", "echo")
 	if err != nil {
 		return err
 	}
@@ -121,7 +113,7 @@ func echoStream(c *Client, step string, total int, timeout time.Duration) error 
 			src.Read(buf[:n])
 			// The deadline is the transfer's own: a write may wait as long
 			// as the reader keeps making progress.
-			if err := c.Write(buf[:n], time.Until(end)); err != nil {
+			if _, err := c.Write(buf[:n], time.Until(end)); err != nil {
 				werr <- err
 				return
 			}

@@ -2,6 +2,7 @@ package harness
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -34,8 +35,10 @@ func (c Command) String() string {
 }
 
 // readyTimeout is generous because a grader may be handed `go run ./x`,
-// which compiles before it listens.
-const readyTimeout = 90 * time.Second
+// which compiles before it listens. It stays well inside scenarioTimeout,
+// so a server that never prints its ready line fails as a startup with the
+// hint that says so, not as a scenario that ran out of time.
+const readyTimeout = 45 * time.Second
 
 // stopGrace is how long Stop waits after SIGTERM before SIGKILL: the
 // contract gives a server 2 s to exit.
@@ -51,6 +54,9 @@ type Server struct {
 	out    *tail
 	exited chan struct{}
 	status error // cmd.Wait's result, valid once exited is closed
+
+	stdout     *os.File      // our end of the server's stdout
+	stdoutDone chan struct{} // closed when readStdout has copied the last byte
 }
 
 // Addr is the address from the ready line, e.g. "127.0.0.1:40123".
@@ -64,21 +70,36 @@ func (s *Server) PID() int { return s.pid }
 func start(ctx context.Context, c Command, args []string, out io.Writer) (*Server, error) {
 	args = append(append(append([]string(nil), c.Args...), "-addr", "127.0.0.1:0"), args...)
 	cmd := exec.Command(c.Path, args...)
-	// Own process group, so Stop reaches every process a wrapper started.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		// Own process group, so Stop reaches every process a wrapper started.
+		Setpgid: true,
+		// If the test binary is killed, Stop never runs: the kernel ends
+		// the server instead of leaving it listening. Pdeathsig fires when
+		// the thread that started the child exits, not the process; the
+		// harness never locks OS threads, and Go ends a thread only when a
+		// goroutine exits while locked to it, so here the two coincide.
+		Pdeathsig: syscall.SIGKILL,
+	}
 	cmd.Env = append(os.Environ(), "GORACE="+raceOptions())
 	t := newTail(out)
 	cmd.Stderr = t
-	stdout, err := cmd.StdoutPipe()
+	// A pipe of our own rather than cmd.StdoutPipe: Wait closes that one as
+	// soon as the process exits, which would cut off output still in the
+	// pipe, and Stop must be able to wait for the last byte.
+	stdout, w, err := os.Pipe()
 	if err != nil {
 		return nil, err
 	}
-	if err := cmd.Start(); err != nil {
+	cmd.Stdout = w
+	err = cmd.Start()
+	w.Close() // the child holds its own copy; ours would keep the pipe open
+	if err != nil {
+		stdout.Close()
 		return nil, Fail(Startup, "start "+c.String(), err.Error(), "a running server", "is the server command right and executable?")
 	}
-	s := &Server{cmd: cmd, out: t, exited: make(chan struct{})}
+	s := &Server{cmd: cmd, out: t, exited: make(chan struct{}), stdout: stdout, stdoutDone: make(chan struct{})}
 	first := make(chan string, 1)
-	go s.readStdout(stdout, first)
+	go s.readStdout(first)
 	go func() {
 		s.status = cmd.Wait()
 		close(s.exited)
@@ -105,16 +126,22 @@ func start(ctx context.Context, c Command, args []string, out io.Writer) (*Serve
 		return nil, Fail(Startup, "wait for the ready line", "nothing on stdout after "+readyTimeout.String(),
 			"listening on HOST:PORT", "print the ready line (and flush stdout) as soon as the socket listens")
 	case <-ctx.Done():
+		// Ctrl-C, or a scenario deadline shorter than the ready timeout:
+		// either way the server had not said it was ready.
 		s.Stop()
-		return nil, ctx.Err()
+		return nil, Fail(Startup, "wait for the ready line", "nothing on stdout when the scenario ended ("+ctx.Err().Error()+")",
+			"listening on HOST:PORT", "print the ready line (and flush stdout) as soon as the socket listens")
 	}
 	s.pid = listenerOwner(cmd.Process.Pid, s.addr)
 	return s, nil
 }
 
-// readStdout hands the first line to first and copies the rest to the tail.
-func (s *Server) readStdout(r io.Reader, first chan<- string) {
-	br := bufio.NewReader(r)
+// readStdout hands the first line to first and copies the rest to the tail
+// until every process holding the pipe has gone.
+func (s *Server) readStdout(first chan<- string) {
+	defer close(s.stdoutDone)
+	defer s.stdout.Close()
+	br := bufio.NewReader(s.stdout)
 	line, err := br.ReadString('\n')
 	if err != nil && line == "" {
 		close(first)
@@ -147,21 +174,33 @@ func (s *Server) Signal(sig syscall.Signal) error {
 }
 
 // Stop ends the server if it still runs: SIGTERM to its process group, then
-// SIGKILL after stopGrace. It waits until the process is gone.
+// SIGKILL after stopGrace. It waits until the process is gone and what it
+// printed has been read, so no output arrives after Stop returns.
 func (s *Server) Stop() {
-	if !s.Alive() {
-		return
-	}
 	pgid := s.cmd.Process.Pid
-	unix.Kill(-pgid, unix.SIGTERM)
-	select {
-	case <-s.exited:
-	case <-time.After(stopGrace):
-		unix.Kill(-pgid, unix.SIGKILL)
-		<-s.exited
+	if s.Alive() {
+		unix.Kill(-pgid, unix.SIGTERM)
+		timer := time.NewTimer(stopGrace)
+		select {
+		case <-s.exited:
+		case <-timer.C:
+		}
+		timer.Stop()
 	}
-	// A wrapper may have exited before its child: clean the group anyway.
+	// The server ignored SIGTERM, or a wrapper exited before its child:
+	// end the whole group, which closes the last copies of its stdout.
 	unix.Kill(-pgid, unix.SIGKILL)
+	<-s.exited
+	timer := time.NewTimer(stopGrace)
+	defer timer.Stop()
+	select {
+	case <-s.stdoutDone:
+	case <-timer.C:
+		// A process that left the group still holds the pipe: stop
+		// reading rather than wait for it.
+		s.stdout.Close()
+		<-s.stdoutDone
+	}
 }
 
 // Output is the tail of everything the server printed after its ready line.
@@ -182,16 +221,37 @@ func exitString(err error) string {
 	return err.Error()
 }
 
-// tail keeps the last few KiB a server printed and forwards lines to an
-// optional writer with a prefix, so a grader's log keeps them apart.
+// tail keeps the last few KiB a server printed, and the lines that say why
+// it died, and forwards lines to an optional writer with a prefix, so a
+// grader's log keeps them apart.
 type tail struct {
 	mu      sync.Mutex
 	buf     []byte
 	forward io.Writer
-	partial []byte
+	partial []byte // the line being printed, until its '\n'
+	// cause is the first line that says why the process is dying, and the
+	// few after it: a Go panic or race report puts its key line above a
+	// goroutine dump far longer than the tail.
+	cause     []string
+	causeMore int // lines after the cause line still to keep
 }
 
 const tailSize = 4 << 10
+
+// causeAfter lines follow the cause line: enough for a panic's first frame
+// or a race report's first access, few enough for a hint.
+const causeAfter = 5
+
+// isCause reports whether line starts a report of why a process dies: Go's
+// runtime panics, fatal errors and race reports, and a segfault signal.
+func isCause(line []byte) bool {
+	for _, p := range []string{"panic: ", "fatal error: ", "WARNING: DATA RACE"} {
+		if bytes.HasPrefix(line, []byte(p)) {
+			return true
+		}
+	}
+	return bytes.Contains(line, []byte("SIGSEGV"))
+}
 
 func newTail(forward io.Writer) *tail { return &tail{forward: forward} }
 
@@ -202,18 +262,43 @@ func (t *tail) Write(p []byte) (int, error) {
 	if len(t.buf) > 2*tailSize {
 		t.buf = append(t.buf[:0], t.buf[len(t.buf)-tailSize:]...)
 	}
-	if t.forward != nil {
-		t.partial = append(t.partial, p...)
-		for {
-			i := strings.IndexByte(string(t.partial), '\n')
-			if i < 0 {
-				break
-			}
-			fmt.Fprintf(t.forward, "  server | %s\n", t.partial[:i])
+	t.partial = append(t.partial, p...)
+	for {
+		i := bytes.IndexByte(t.partial, '\n')
+		switch {
+		case i >= 0:
+			t.line(t.partial[:i])
 			t.partial = t.partial[i+1:]
+		case len(t.partial) > tailSize:
+			// A line that never ends is taken in pieces, to stay bounded.
+			t.line(t.partial[:tailSize])
+			t.partial = t.partial[tailSize:]
+		default:
+			return len(p), nil
 		}
 	}
-	return len(p), nil
+}
+
+// line handles one complete line; t.mu is held.
+func (t *tail) line(l []byte) {
+	if t.forward != nil {
+		fmt.Fprintf(t.forward, "  server | %s\n", l)
+	}
+	switch {
+	case t.cause == nil && isCause(l):
+		t.cause, t.causeMore = []string{string(l)}, causeAfter
+	case t.causeMore > 0:
+		t.cause = append(t.cause, string(l))
+		t.causeMore--
+	}
+}
+
+// Cause is the first report of why the process died, or "" if none was
+// printed.
+func (t *tail) Cause() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return strings.Join(t.cause, "\n")
 }
 
 func (t *tail) String() string {
