@@ -9,6 +9,7 @@ import (
 	"unsafe"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 
 	"reactorlab/shared/harness"
@@ -183,6 +184,21 @@ func TestMsecTimeval(t *testing.T) {
 		tv := msecTimeval(tt.msec)
 		if tv == nil || *tv != tt.want {
 			t.Errorf("msecTimeval(%d) = %v, want %+v", tt.msec, tv, tt.want)
+		}
+	}
+}
+
+// TestStage: what the grader's stage requires is what this chapter passes
+// (TestScenarios proves each pass), so `grade -stage N` passes against it.
+// select is the stage-2 server; poll also passes stage 3's `many`.
+func TestStage(t *testing.T) {
+	for poller, stage := range map[string]int{"select": 2, "poll": 3} {
+		scenarios, err := harness.Stage(stage)
+		require.NoError(t, err)
+		for _, s := range scenarios {
+			if got := expectations[poller][s.Name].Outcome; got != harness.Pass {
+				t.Errorf("-poller %s, stage %d scenario %s: declared %q, want %q", poller, stage, s.Name, got, harness.Pass)
+			}
 		}
 	}
 }
