@@ -129,8 +129,8 @@ func (s *server) waitSelect(fired []ready) ([]ready, error) {
 	// A paused listener is left out: select cannot ask about a socket
 	// without asking whether it is readable, and it is. The cost: while
 	// paused, shutdown's SHUT_RD cannot wake the loop, which learns of the
-	// signal at the next client event, if one comes before main's hard
-	// stop ends the process.
+	// signal only when a connection closes and puts the listener back, if
+	// that happens before main's hard stop ends the process.
 	if s.deadline.IsZero() && !s.acceptPaused {
 		add(s.lfd)
 	}
