@@ -3,7 +3,6 @@
 package main
 
 import (
-	"errors"
 	"os"
 	"sync/atomic"
 	"time"
@@ -12,11 +11,30 @@ import (
 )
 
 // The contract's shutdown: after SIGINT or SIGTERM, open connections get
-// grace to be read and answered; hardStop is when main gives up on a loop
-// stuck in a blocking write, to exit by 2 s.
+// grace to be read and answered, then drain (see drain). By drainStop
+// every connection is closed, lingering or not, so that the loop returns
+// and the process exits 0 inside the contract's 2 s. hardStop is main's
+// last resort, for a loop stuck writing to a client that does not read.
 const (
-	grace    = 1 * time.Second
-	hardStop = 1800 * time.Millisecond
+	grace     = 1 * time.Second
+	drainStop = 1600 * time.Millisecond
+	hardStop  = 1800 * time.Millisecond
+)
+
+// lingerTimeout is how long a draining connection (see drain) waits for
+// its client to close: long enough for a client that reads to take the
+// replies in flight and see EOF. A client that neither reads nor closes is
+// dropped at the end, and gets its RST after all.
+const lingerTimeout = 2 * time.Second
+
+// A paused accept (see pauseAccept) is retried after minAcceptBackoff,
+// then twice as long after each failure in a row, up to maxAcceptBackoff:
+// soon enough to use an fd as it frees, rarely enough not to keep a
+// machine that is out of fds busy too. net/http's Server.Serve backs off
+// the same way, from 5 ms to 1 s.
+const (
+	minAcceptBackoff = 10 * time.Millisecond
+	maxAcceptBackoff = 1 * time.Second
 )
 
 // maxEvents is how many ready fds one epoll_wait may return. More ready fds
@@ -36,15 +54,28 @@ type server struct {
 	epfd int
 
 	// conns turns the fd in an epoll event back into the connection's
-	// state. Only the loop goroutine touches it.
+	// state. Only the loop goroutine touches it; live is its size, for
+	// main's hard stop, which cannot ask the loop.
 	conns map[int]*conn
+	live  atomic.Int64
 
-	// acceptPaused: accept failed for lack of fds, so the listener's
-	// EPOLLIN is off until a connection closes (see acceptOne).
-	acceptPaused bool
+	// lingering holds the draining connections in the order they began
+	// to drain. Each deadline is lingerTimeout after its start, or stopBy
+	// if sooner, so that order is also deadline order: the first is the
+	// next to expire. One that closed early stays until its deadline,
+	// marked closed.
+	lingering []*conn
+
+	// acceptRetry: accept failed for want of fds or memory, and accepting
+	// is paused until then or until a connection closes, whichever comes
+	// first (see pauseAccept); zero while accepting. acceptBackoff is the
+	// pause that set it.
+	acceptRetry   time.Time
+	acceptBackoff time.Duration
 
 	stopping atomic.Bool // set by shutdown, from the signal goroutine
-	deadline time.Time   // end of grace, once the loop has seen the stop
+	deadline time.Time   // end of grace, once the loop has seen the stop; zero once over
+	stopBy   time.Time   // once the loop has seen the stop: every connection is closed by then
 }
 
 func newServer(cfg config) (*server, error) {
@@ -70,47 +101,90 @@ func newServer(cfg config) (*server, error) {
 	return s, nil
 }
 
-// serve is the event loop: wait for ready fds, handle each, repeat. It
-// returns once shutdown has closed every connection.
+// serve is the event loop. It returns once shutdown has closed every
+// connection.
 func (s *server) serve() error {
 	defer unix.Close(s.lfd)
 	defer unix.Close(s.epfd)
 	events := make([]unix.EpollEvent, maxEvents)
 	buf := make([]byte, readSize)
-	for {
-		n, err := epollWait(s.epfd, events, s.timeout())
-		if err != nil {
+	for !s.done() {
+		if err := s.turn(events, buf); err != nil {
 			return err
 		}
-		for _, ev := range events[:n] {
-			fd := int(ev.Fd)
-			trace.Printf("fd=%d %s", fd, eventString(ev.Events))
-			if fd == s.lfd {
-				s.acceptOne()
-				continue
-			}
-			// An fd closed earlier in this batch may still have an event
-			// here; the table, not the event, says what is open.
-			if c := s.conns[fd]; c != nil {
-				s.handle(c, ev.Events, buf)
-			}
-		}
-		if s.drained() {
-			return nil
-		}
+	}
+	return nil
+}
+
+// turn is one turn of the loop: wait for ready fds, handle each, then do
+// what has fallen due.
+func (s *server) turn(events []unix.EpollEvent, buf []byte) error {
+	n, err := epollWait(s.epfd, events, s.timeout())
+	if err != nil {
+		return err
+	}
+	for _, ev := range events[:n] {
+		s.dispatch(ev, buf)
+	}
+	s.expire(time.Now())
+	return nil
+}
+
+// dispatch hands one event to the listener or to its connection.
+func (s *server) dispatch(ev unix.EpollEvent, buf []byte) {
+	fd := int(ev.Fd)
+	if tracing {
+		trace.Printf("fd=%d %s", fd, eventString(ev.Events))
+	}
+	if fd == s.lfd {
+		s.acceptOne()
+		return
+	}
+	// An fd closed earlier in this batch may still have an event here;
+	// the table, not the event, says what is open.
+	if c := s.conns[fd]; c != nil {
+		s.handle(c, ev.Events, buf)
 	}
 }
 
-// timeout is epoll_wait's: -1 (sleep until something happens) except while
-// shutting down, when the loop must wake at the end of grace even if no
-// client speaks. A loop that wakes on a timer while idle is the seed's
-// mistake (epoll_wait with 10 ms): it burns CPU with nothing to do.
+// timeout is epoll_wait's, in milliseconds: until the first thing expire
+// has to do (end grace, end a linger, retry a paused accept), or -1, sleep
+// until something happens, when there is none. A loop that wakes on a
+// timer while idle is the seed's mistake (epoll_wait with 10 ms): it burns
+// CPU with nothing to do. A paused listener is not idle: no event would
+// say when accepting can resume.
 func (s *server) timeout() int {
-	if s.deadline.IsZero() {
+	next := earlier(s.deadline, s.acceptRetry)
+	if len(s.lingering) > 0 {
+		next = earlier(next, s.lingering[0].deadline)
+	}
+	if next.IsZero() {
 		return -1
 	}
-	ms := time.Until(s.deadline).Milliseconds() + 1 // round up: never wake early
+	ms := time.Until(next).Milliseconds() + 1 // round up: never wake early
 	return int(max(ms, 0))
+}
+
+// expire does what has fallen due by now: close the connections whose
+// linger is over, end grace, retry a paused accept.
+func (s *server) expire(now time.Time) {
+	for len(s.lingering) > 0 {
+		c := s.lingering[0]
+		if c.state == draining && now.Before(c.deadline) {
+			break
+		}
+		s.lingering[0] = nil
+		s.lingering = s.lingering[1:]
+		if c.state == draining {
+			s.closeConn(c, "linger over")
+		}
+	}
+	if !s.deadline.IsZero() && !now.Before(s.deadline) {
+		s.endGrace()
+	}
+	if !s.acceptRetry.IsZero() && !now.Before(s.acceptRetry) {
+		s.resumeAccept()
+	}
 }
 
 // acceptOne accepts one connection. Under level-triggered epoll that is
@@ -120,21 +194,41 @@ func (s *server) acceptOne() {
 	fd, sa, err := accept(s.lfd)
 	switch {
 	case err == nil:
+		s.acceptBackoff = 0
 	case s.stopping.Load():
-		s.beginDrain()
+		s.beginGrace()
 		return
-	case errors.Is(err, unix.EMFILE) || errors.Is(err, unix.ENFILE):
-		// Out of fds. Level-triggered epoll would report the listener as
-		// readable again at once, and again, and again: a spin. Stop
-		// watching it until a connection closes and frees an fd.
-		trace.Printf("accept: %v; pausing accepts until a connection closes", err)
-		s.listen(false)
+	case connAborted(err):
+		if tracing {
+			trace.Printf("accept: %v", err) // the client gave up while queued
+		}
 		return
 	default:
-		trace.Printf("accept: %v", err) // ECONNABORTED: the client gave up
+		// Short of fds (EMFILE, ENFILE) or memory (ENOBUFS, ENOMEM), or
+		// refused (EPERM): the connection stays in the backlog, so the
+		// level-triggered listener stays readable and epoll_wait would
+		// report it again at once, and again, and again: a spin.
+		s.pauseAccept(err)
 		return
 	}
-	trace.Printf("accept fd=%d from %s", fd, sockaddrString(sa))
+	s.register(fd, sa)
+}
+
+// accept is accept4(2) with EINTR retried. The error is the bare errno,
+// for the caller to sort out: most accept errors are no news to report.
+func accept(lfd int) (fd int, sa unix.Sockaddr, err error) {
+	err = ignoringEINTR(func() error {
+		fd, sa, err = accept4(lfd, unix.SOCK_CLOEXEC)
+		return err
+	})
+	return fd, sa, err
+}
+
+// register makes a newly accepted fd a connection of the loop's.
+func (s *server) register(fd int, sa unix.Sockaddr) {
+	if tracing {
+		trace.Printf("accept fd=%d from %s", fd, sockaddrString(sa))
+	}
 	// EPOLLRDHUP reports the client's FIN as an event of its own, so a
 	// half-close is seen even when it arrives with no data.
 	if err := s.watch(fd, unix.EPOLLIN|unix.EPOLLRDHUP); err != nil {
@@ -143,30 +237,26 @@ func (s *server) acceptOne() {
 		return
 	}
 	s.conns[fd] = newConn(fd, s.cfg)
+	s.live.Add(1)
 }
 
-func accept(lfd int) (fd int, sa unix.Sockaddr, err error) {
-	err = ignoringEINTR(func() error {
-		fd, sa, err = unix.Accept4(lfd, unix.SOCK_CLOEXEC)
-		return err
-	})
-	return fd, sa, os.NewSyscallError("accept4", err)
+// pauseAccept stops accepting after accept failed for want of a resource,
+// until a connection closes (which frees an fd) or the backoff runs out,
+// whichever comes first. Closes alone are not enough: the fds may be held
+// by another process, or the server may have no connection of its own to
+// close, and then nothing would ever say the shortage is over.
+func (s *server) pauseAccept(err error) {
+	s.acceptBackoff = min(max(2*s.acceptBackoff, minAcceptBackoff), maxAcceptBackoff)
+	s.acceptRetry = time.Now().Add(s.acceptBackoff)
+	trace.Printf("accept: %v; accepting again in %v, or when a connection closes", err, s.acceptBackoff)
+	s.listen(false)
 }
 
-// closeConn removes c from epoll, then closes it.
-//
-// EPOLL_CTL_DEL comes before close(2) because epoll watches the open file,
-// not the number: if the socket were still open elsewhere (a dup, a forked
-// child), close alone would leave it in the interest list, reporting events
-// for an fd number the table may already have given to a new client.
-func (s *server) closeConn(c *conn, why string) {
-	s.unwatch(c.fd)
-	delete(s.conns, c.fd)
-	unix.Close(c.fd)
-	trace.Printf("close fd=%d (%s)", c.fd, why)
-	if s.acceptPaused && s.deadline.IsZero() {
-		s.listen(true)
-	}
+// resumeAccept ends a pause. Level-triggered epoll reports the connections
+// still waiting in the backlog at the next wait.
+func (s *server) resumeAccept() {
+	s.acceptRetry = time.Time{}
+	s.listen(true)
 }
 
 // listen turns the listener's EPOLLIN on or off. Off is an empty event
@@ -181,7 +271,27 @@ func (s *server) listen(on bool) {
 	if err := unix.EpollCtl(s.epfd, unix.EPOLL_CTL_MOD, s.lfd, &ev); err != nil {
 		trace.Printf("epoll_ctl mod listener: %v", err)
 	}
-	s.acceptPaused = !on
+}
+
+// closeConn removes c from epoll, then closes it.
+//
+// EPOLL_CTL_DEL comes before close(2) because epoll watches the open file,
+// not the number: if the socket were still open elsewhere (a dup, a forked
+// child), close alone would leave it in the interest list, reporting events
+// for an fd number the table may already have given to a new client.
+func (s *server) closeConn(c *conn, why string) {
+	s.unwatch(c.fd)
+	delete(s.conns, c.fd)
+	unix.Close(c.fd)
+	c.state = closed
+	s.live.Add(-1)
+	if tracing {
+		trace.Printf("close fd=%d (%s)", c.fd, why)
+	}
+	// One fd is free: the accept that failed for want of one may work now.
+	if !s.acceptRetry.IsZero() {
+		s.resumeAccept()
+	}
 }
 
 // shutdown runs on the signal goroutine. It must not touch the loop's
@@ -197,28 +307,35 @@ func (s *server) shutdown() {
 	}
 }
 
-// beginDrain stops accepting and starts the grace period.
-func (s *server) beginDrain() {
-	if s.deadline.IsZero() {
-		s.unwatch(s.lfd)
-		s.deadline = time.Now().Add(grace)
+// beginGrace stops accepting and starts the grace period. Connections
+// draining already have their linger cut to stopBy.
+func (s *server) beginGrace() {
+	if !s.stopBy.IsZero() {
+		return
+	}
+	s.unwatch(s.lfd)
+	s.acceptRetry = time.Time{}
+	now := time.Now()
+	s.deadline = now.Add(grace)
+	s.stopBy = now.Add(drainStop)
+	for _, c := range s.lingering {
+		c.deadline = earlier(c.deadline, s.stopBy)
 	}
 }
 
-// drained reports whether the loop may return: shutting down, and either
-// every client has gone or grace is over, in which case the remaining
-// connections get what they are owed and are closed.
-func (s *server) drained() bool {
-	if s.deadline.IsZero() {
-		return false
-	}
-	if len(s.conns) > 0 && time.Now().Before(s.deadline) {
-		return false
-	}
+// endGrace drains every connection still open. A line its client has not
+// finished is dropped: only the client's FIN makes it a line.
+func (s *server) endGrace() {
+	s.deadline = time.Time{}
 	for _, c := range s.conns {
-		s.finish(c, "grace over")
+		s.drain(c, "grace over")
 	}
-	return true
+}
+
+// done reports whether the loop may return: it has seen the stop, and
+// every connection is closed, which stopBy guarantees.
+func (s *server) done() bool {
+	return !s.stopBy.IsZero() && len(s.conns) == 0
 }
 
 func (s *server) watch(fd int, events uint32) error {
@@ -230,4 +347,12 @@ func (s *server) unwatch(fd int) {
 	if err := unix.EpollCtl(s.epfd, unix.EPOLL_CTL_DEL, fd, nil); err != nil {
 		trace.Printf("epoll_ctl del fd=%d: %v", fd, err)
 	}
+}
+
+// earlier is the sooner of two deadlines, where zero means none.
+func earlier(a, b time.Time) time.Time {
+	if a.IsZero() || (!b.IsZero() && b.Before(a)) {
+		return b
+	}
+	return a
 }
