@@ -3,7 +3,6 @@
 package main
 
 import (
-	"errors"
 	"os"
 	"sync/atomic"
 	"time"
@@ -12,11 +11,30 @@ import (
 )
 
 // The contract's shutdown: after SIGINT or SIGTERM, open connections get
-// grace to be read and answered; hardStop is when main gives up on a loop
-// stuck waiting to write, to exit by 2 s.
+// grace to be read and answered, then drain (see drain). By drainStop
+// every connection is closed, lingering or not, so that the loop returns
+// and the process exits 0 inside the contract's 2 s. hardStop is main's
+// last resort, for a loop stuck writing to a client that does not read.
 const (
-	grace    = 1 * time.Second
-	hardStop = 1800 * time.Millisecond
+	grace     = 1 * time.Second
+	drainStop = 1600 * time.Millisecond
+	hardStop  = 1800 * time.Millisecond
+)
+
+// lingerTimeout is how long a draining connection (see drain) waits for
+// its client to close: long enough for a client that reads to take the
+// replies in flight and see EOF. A client that neither reads nor closes is
+// dropped at the end, and gets its RST after all.
+const lingerTimeout = 2 * time.Second
+
+// A paused accept (see pauseAccept) is retried after minAcceptBackoff,
+// then twice as long after each failure in a row, up to maxAcceptBackoff:
+// soon enough to use an fd as it frees, rarely enough not to keep a
+// machine that is out of fds busy too. net/http's Server.Serve backs off
+// the same way, from 5 ms to 1 s.
+const (
+	minAcceptBackoff = 10 * time.Millisecond
+	maxAcceptBackoff = 1 * time.Second
 )
 
 // maxEvents is how many ready fds one epoll_wait may return. More ready fds
@@ -50,13 +68,24 @@ type server struct {
 	epfd int
 
 	// conns turns the fd in an epoll event back into the connection's
-	// state. Only the loop goroutine touches it.
+	// state. Only the loop goroutine touches it; live is its size, for
+	// main's hard stop, which cannot ask the loop.
 	conns map[int]*conn
+	live  atomic.Int64
 
-	// backlogMayHold: accept failed for lack of fds, so connections may
-	// wait in the backlog with no edge left to announce them; the next
-	// close accepts again (see acceptAll).
-	backlogMayHold bool
+	// lingering holds the draining connections in the order they began
+	// to drain. Each deadline is lingerTimeout after its start, or stopBy
+	// if sooner, so that order is also deadline order: the first is the
+	// next to expire. One that closed early stays until its deadline,
+	// marked closed.
+	lingering []*conn
+
+	// acceptRetry: accept failed for want of fds or memory, and accepting
+	// is paused until then or until a connection closes, whichever comes
+	// first (see pauseAccept); zero while accepting. acceptBackoff is the
+	// pause that set it.
+	acceptRetry   time.Time
+	acceptBackoff time.Duration
 
 	// revisit holds connections whose read budget ran out before EAGAIN:
 	// bytes wait in their sockets that no new edge will announce. The loop
@@ -65,7 +94,8 @@ type server struct {
 	revisit []*conn
 
 	stopping atomic.Bool // set by shutdown, from the signal goroutine
-	deadline time.Time   // end of grace, once the loop has seen the stop
+	deadline time.Time   // end of grace, once the loop has seen the stop; zero once over
+	stopBy   time.Time   // once the loop has seen the stop: every connection is closed by then
 }
 
 func newServer(cfg config) (*server, error) {
@@ -92,54 +122,96 @@ func newServer(cfg config) (*server, error) {
 	return s, nil
 }
 
-// serve is the event loop: wait for edges, handle each, give the
-// connections owed a read their next turn, repeat. It returns once shutdown
-// has closed every connection.
+// serve is the event loop. It returns once shutdown has closed every
+// connection.
 func (s *server) serve() error {
 	defer unix.Close(s.lfd)
 	defer unix.Close(s.epfd)
 	events := make([]unix.EpollEvent, maxEvents)
 	buf := make([]byte, readSize)
-	for {
-		n, err := epollWait(s.epfd, events, s.timeout())
-		if err != nil {
+	for !s.done() {
+		if err := s.turn(events, buf); err != nil {
 			return err
 		}
-		for _, ev := range events[:n] {
-			fd := int(ev.Fd)
-			trace.Printf("fd=%d %s", fd, eventString(ev.Events))
-			if fd == s.lfd {
-				s.acceptAll()
-				continue
-			}
-			// An fd closed earlier in this batch may still have an event
-			// here; the table, not the event, says what is open.
-			if c := s.conns[fd]; c != nil {
-				s.handle(c, ev.Events, buf)
-			}
-		}
-		s.serveRevisits(buf)
-		if s.drained() {
-			return nil
-		}
+	}
+	return nil
+}
+
+// turn is one turn of the loop: wait for edges, handle each, give the
+// connections owed a read their next turn, then do what has fallen due.
+func (s *server) turn(events []unix.EpollEvent, buf []byte) error {
+	n, err := epollWait(s.epfd, events, s.timeout())
+	if err != nil {
+		return err
+	}
+	for _, ev := range events[:n] {
+		s.dispatch(ev, buf)
+	}
+	s.serveRevisits(buf)
+	s.expire(time.Now())
+	return nil
+}
+
+// dispatch hands one event to the listener or to its connection.
+func (s *server) dispatch(ev unix.EpollEvent, buf []byte) {
+	fd := int(ev.Fd)
+	if tracing {
+		trace.Printf("fd=%d %s", fd, eventString(ev.Events))
+	}
+	if fd == s.lfd {
+		s.acceptAll()
+		return
+	}
+	// An fd closed earlier in this batch may still have an event here;
+	// the table, not the event, says what is open.
+	if c := s.conns[fd]; c != nil {
+		s.handle(c, ev.Events, buf)
 	}
 }
 
-// timeout is epoll_wait's: -1 (sleep until something happens) except while
-// shutting down, when the loop must wake at the end of grace even if no
-// client speaks, and 0 while the revisit list owes reads: no edge will come
-// for those bytes, so sleeping could mean sleeping forever. A loop that
-// wakes on a timer while idle is the seed's mistake (epoll_wait with
-// 10 ms): it burns CPU with nothing to do.
+// timeout is epoll_wait's, in milliseconds: 0 while the revisit list owes
+// reads (no edge will come for those bytes, so sleeping could mean
+// sleeping forever); else until the first thing expire has to do (end
+// grace, end a linger, retry a paused accept), or -1, sleep until
+// something happens, when there is none. A loop that wakes on a timer
+// while idle is the seed's mistake (epoll_wait with 10 ms): it burns CPU
+// with nothing to do. A paused listener is not idle: no event would say
+// when accepting can resume.
 func (s *server) timeout() int {
 	if len(s.revisit) > 0 {
 		return 0
 	}
-	if s.deadline.IsZero() {
+	next := earlier(s.deadline, s.acceptRetry)
+	if len(s.lingering) > 0 {
+		next = earlier(next, s.lingering[0].deadline)
+	}
+	if next.IsZero() {
 		return -1
 	}
-	ms := time.Until(s.deadline).Milliseconds() + 1 // round up: never wake early
+	ms := time.Until(next).Milliseconds() + 1 // round up: never wake early
 	return int(max(ms, 0))
+}
+
+// expire does what has fallen due by now: close the connections whose
+// linger is over, end grace, retry a paused accept.
+func (s *server) expire(now time.Time) {
+	for len(s.lingering) > 0 {
+		c := s.lingering[0]
+		if c.state == draining && now.Before(c.deadline) {
+			break
+		}
+		s.lingering[0] = nil
+		s.lingering = s.lingering[1:]
+		if c.state == draining {
+			s.closeConn(c, "linger over")
+		}
+	}
+	if !s.deadline.IsZero() && !now.Before(s.deadline) {
+		s.endGrace()
+	}
+	if !s.acceptRetry.IsZero() && !now.Before(s.acceptRetry) {
+		s.resumeAccept()
+	}
 }
 
 // acceptAll accepts until EAGAIN. One accept per event would be a bug
@@ -151,55 +223,78 @@ func (s *server) acceptAll() {
 		fd, sa, err := accept(s.lfd)
 		switch {
 		case err == nil:
+			s.acceptBackoff = 0
 		case s.stopping.Load():
-			s.beginDrain()
+			s.beginGrace()
 			return
-		case errors.Is(err, unix.EAGAIN):
-			s.backlogMayHold = false
+		case err == unix.EAGAIN:
 			return // the backlog is empty: the next connection is an edge
-		case errors.Is(err, unix.EMFILE) || errors.Is(err, unix.ENFILE):
-			// Out of fds, with connections still in the backlog. 03 had to
-			// switch the listener's EPOLLIN off here, because a level-
-			// triggered listener stays ready and epoll_wait would return
-			// at once, again and again: a spin. This edge is spent and no
-			// other comes for connections already queued, so there is no
-			// spin to stop, but nothing will remind the loop of them
-			// either: remember, and accept again when a close frees an fd.
-			trace.Printf("accept: %v; accepting again when a connection closes", err)
-			s.backlogMayHold = true
-			return
-		case errors.Is(err, unix.ECONNABORTED):
-			trace.Printf("accept: %v", err) // the client gave up while queued
+		case connAborted(err):
+			if tracing {
+				trace.Printf("accept: %v", err) // the client gave up while queued
+			}
 			continue
 		default:
-			// ENOBUFS, ENOMEM: short of memory, not fds; the same remedy.
-			trace.Printf("accept: %v", err)
-			s.backlogMayHold = true
+			// Short of fds (EMFILE, ENFILE) or memory (ENOBUFS, ENOMEM), or
+			// refused (EPERM), with connections still in the backlog. 03
+			// had to stop watching its level-triggered listener here, or
+			// epoll_wait would return at once, again and again. This edge
+			// is spent and no other comes for connections already queued:
+			// no spin, but nothing to remind the loop of them either.
+			s.pauseAccept(err)
 			return
 		}
-		trace.Printf("accept fd=%d from %s", fd, sockaddrString(sa))
-		// EPOLLRDHUP reports the client's FIN as an event of its own, so a
-		// half-close is seen even when it arrives with no data. Bytes that
-		// came before this call are not lost: EPOLL_CTL_ADD checks the
-		// socket once, and if it is readable already that is the first edge.
-		if err := s.watch(fd, unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLET); err != nil {
-			trace.Printf("%v", err)
-			unix.Close(fd)
-			continue
-		}
-		s.conns[fd] = newConn(fd, s.cfg)
+		s.register(fd, sa)
 	}
 }
 
+// accept is accept4(2) with EINTR retried. The error is the bare errno,
+// for the caller to sort out: most accept errors are no news to report.
 func accept(lfd int) (fd int, sa unix.Sockaddr, err error) {
 	err = ignoringEINTR(func() error {
 		// SOCK_NONBLOCK: under edge-triggered epoll every read goes on
 		// until it fails with EAGAIN; on a blocking socket that last read
 		// would sleep, and the whole loop with it.
-		fd, sa, err = unix.Accept4(lfd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+		fd, sa, err = accept4(lfd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
 		return err
 	})
-	return fd, sa, os.NewSyscallError("accept4", err)
+	return fd, sa, err
+}
+
+// register makes a newly accepted fd a connection of the loop's.
+func (s *server) register(fd int, sa unix.Sockaddr) {
+	if tracing {
+		trace.Printf("accept fd=%d from %s", fd, sockaddrString(sa))
+	}
+	// EPOLLRDHUP reports the client's FIN as an event of its own, so a
+	// half-close is seen even when it arrives with no data. Bytes that
+	// came before this call are not lost: EPOLL_CTL_ADD checks the socket
+	// once, and if it is readable already that is the first edge.
+	if err := s.watch(fd, unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLET); err != nil {
+		trace.Printf("%v", err)
+		unix.Close(fd)
+		return
+	}
+	s.conns[fd] = newConn(fd, s.cfg)
+	s.live.Add(1)
+}
+
+// pauseAccept stops accepting after accept failed for want of a resource,
+// until a connection closes (which frees an fd) or the backoff runs out,
+// whichever comes first. Closes alone are not enough: the fds may be held
+// by another process, or the server may have no connection of its own to
+// close, and then nothing would ever say the shortage is over.
+func (s *server) pauseAccept(err error) {
+	s.acceptBackoff = min(max(2*s.acceptBackoff, minAcceptBackoff), maxAcceptBackoff)
+	s.acceptRetry = time.Now().Add(s.acceptBackoff)
+	trace.Printf("accept: %v; accepting again in %v, or when a connection closes", err, s.acceptBackoff)
+}
+
+// resumeAccept ends a pause. No edge will announce the connections that
+// waited in the backlog meanwhile: accept them now.
+func (s *server) resumeAccept() {
+	s.acceptRetry = time.Time{}
+	s.acceptAll()
 }
 
 // closeConn removes c from epoll, then closes it.
@@ -212,9 +307,14 @@ func (s *server) closeConn(c *conn, why string) {
 	s.unwatch(c.fd)
 	delete(s.conns, c.fd)
 	unix.Close(c.fd)
-	trace.Printf("close fd=%d (%s)", c.fd, why)
-	if s.backlogMayHold && s.deadline.IsZero() {
-		s.acceptAll()
+	c.state = closed
+	s.live.Add(-1)
+	if tracing {
+		trace.Printf("close fd=%d (%s)", c.fd, why)
+	}
+	// One fd is free: the accept that failed for want of one may work now.
+	if !s.acceptRetry.IsZero() {
+		s.resumeAccept()
 	}
 }
 
@@ -232,28 +332,35 @@ func (s *server) shutdown() {
 	}
 }
 
-// beginDrain stops accepting and starts the grace period.
-func (s *server) beginDrain() {
-	if s.deadline.IsZero() {
-		s.unwatch(s.lfd)
-		s.deadline = time.Now().Add(grace)
+// beginGrace stops accepting and starts the grace period. Connections
+// draining already have their linger cut to stopBy.
+func (s *server) beginGrace() {
+	if !s.stopBy.IsZero() {
+		return
+	}
+	s.unwatch(s.lfd)
+	s.acceptRetry = time.Time{}
+	now := time.Now()
+	s.deadline = now.Add(grace)
+	s.stopBy = now.Add(drainStop)
+	for _, c := range s.lingering {
+		c.deadline = earlier(c.deadline, s.stopBy)
 	}
 }
 
-// drained reports whether the loop may return: shutting down, and either
-// every client has gone or grace is over, in which case the remaining
-// connections get what they are owed and are closed.
-func (s *server) drained() bool {
-	if s.deadline.IsZero() {
-		return false
-	}
-	if len(s.conns) > 0 && time.Now().Before(s.deadline) {
-		return false
-	}
+// endGrace drains every connection still open. A line its client has not
+// finished is dropped: only the client's FIN makes it a line.
+func (s *server) endGrace() {
+	s.deadline = time.Time{}
 	for _, c := range s.conns {
-		s.finish(c, "grace over")
+		s.drain(c, "grace over")
 	}
-	return true
+}
+
+// done reports whether the loop may return: it has seen the stop, and
+// every connection is closed, which stopBy guarantees.
+func (s *server) done() bool {
+	return !s.stopBy.IsZero() && len(s.conns) == 0
 }
 
 func (s *server) watch(fd int, events uint32) error {
@@ -265,4 +372,12 @@ func (s *server) unwatch(fd int) {
 	if err := unix.EpollCtl(s.epfd, unix.EPOLL_CTL_DEL, fd, nil); err != nil {
 		trace.Printf("epoll_ctl del fd=%d: %v", fd, err)
 	}
+}
+
+// earlier is the sooner of two deadlines, where zero means none.
+func earlier(a, b time.Time) time.Time {
+	if a.IsZero() || (!b.IsZero() && b.Before(a)) {
+		return b
+	}
+	return a
 }

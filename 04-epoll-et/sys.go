@@ -75,6 +75,11 @@ func sockaddrString(sa unix.Sockaddr) string {
 	return "?"
 }
 
+// accept4 is unix.Accept4, a variable so that tests can make accept fail
+// the ways a busy machine does (EMFILE, ENOBUFS), as internal/poll's
+// Accept4Func lets the net package's tests do.
+var accept4 = unix.Accept4
+
 // ignoringEINTR retries a system call that a signal interrupted. Go's
 // runtime sends signals to threads to preempt goroutines, so EINTR is not
 // rare here; with SA_RESTART most blocking calls restart by themselves, but
@@ -88,14 +93,15 @@ func ignoringEINTR(fn func() error) error {
 	}
 }
 
-// readFD is read(2) with EINTR retried. On these non-blocking sockets it
-// fails with EAGAIN, wrapped, once the socket is drained.
+// readFD is read(2) with EINTR retried. The error is the bare errno:
+// wrapping allocates, and the read path must not (TestHandleAllocs); the
+// caller names the syscall when an error ends the connection.
 func readFD(fd int, p []byte) (n int, err error) {
 	err = ignoringEINTR(func() error {
 		n, err = unix.Read(fd, p)
 		return err
 	})
-	return n, os.NewSyscallError("read", err)
+	return n, err
 }
 
 // writeAll writes all of p. The socket is non-blocking, so write may take
@@ -116,7 +122,9 @@ func writeAll(fd int, p []byte) error {
 			return err
 		})
 		if err == unix.EAGAIN {
-			trace.Printf("write fd=%d EAGAIN; poll until writable", fd)
+			if tracing {
+				trace.Printf("write fd=%d EAGAIN; poll until writable", fd)
+			}
 			if err := waitWritable(fd); err != nil {
 				return err
 			}
@@ -125,7 +133,9 @@ func writeAll(fd int, p []byte) error {
 		if err != nil {
 			return os.NewSyscallError("write", err)
 		}
-		trace.Printf("write fd=%d n=%d", fd, n)
+		if tracing {
+			trace.Printf("write fd=%d n=%d", fd, n)
+		}
 		p = p[n:]
 	}
 	return nil
@@ -142,15 +152,32 @@ func waitWritable(fd int) error {
 	}))
 }
 
-// epollWait is epoll_wait(2) with EINTR retried: unlike read and accept,
-// it is never restarted by SA_RESTART, and Go's runtime signals its
-// threads often.
-func epollWait(epfd int, events []unix.EpollEvent, msec int) (n int, err error) {
-	err = ignoringEINTR(func() error {
-		n, err = unix.EpollWait(epfd, events, msec)
-		return err
-	})
+// epollWait is epoll_wait(2). A signal ends the wait with EINTR (never
+// restarted, whatever SA_RESTART says), and Go's runtime signals its
+// threads often. It is not retried here: retried with the same timeout,
+// every signal would push the wait's end back (the end of grace, say).
+// It returns 0 events instead, as the runtime's netpoll does, and the loop
+// computes the timeout afresh.
+func epollWait(epfd int, events []unix.EpollEvent, msec int) (int, error) {
+	n, err := unix.EpollWait(epfd, events, msec)
+	if err == unix.EINTR {
+		return 0, nil
+	}
 	return n, os.NewSyscallError("epoll_wait", err)
+}
+
+// connAborted reports whether accept failed for the connection it would
+// have returned, not for the server: the client gave up while queued
+// (ECONNABORTED), or Linux passed on a network error pending on the new
+// socket (see accept(2), "Error handling"). The next connection may be
+// fine.
+func connAborted(err error) bool {
+	switch err {
+	case unix.ECONNABORTED, unix.EPROTO, unix.ENETDOWN, unix.ENOPROTOOPT, unix.EHOSTDOWN,
+		unix.ENONET, unix.EHOSTUNREACH, unix.EOPNOTSUPP, unix.ENETUNREACH:
+		return true
+	}
+	return false
 }
 
 // soError reads and clears the socket's pending error, for the trace.
