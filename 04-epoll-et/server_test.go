@@ -32,14 +32,19 @@ var expectations = harness.Expectations{
 	"concurrent": harness.Passes(),
 	"many":       harness.Passes(),
 	"bulk":       harness.Passes(),
-	"slow-reader": harness.Limited(harness.Stall,
+	"slow-reader": harness.Limited(harness.Stall, "another client, while one floods",
 		"the loop waits in poll() until the client that never reads makes room, and every other client waits"),
 	"close":      harness.Passes(),
 	"half-close": harness.Passes(),
 	"long-line":  harness.Passes(),
-	"idle":       harness.Passes(),
-	"shutdown":   harness.Passes(),
-	"fd-limit":   harness.Passes(),
+	"linger": harness.Limited(harness.Refused, "lines sent before one over -max-line",
+		"closes with the client's input unread after the error line: RST throws away replies not yet sent"),
+	"idle":     harness.Passes(),
+	"shutdown": harness.Passes(),
+	"unfinished": harness.Limited(harness.Wrong, "the end of the stream after SIGTERM",
+		"answers the unfinished rest of the input at shutdown as if the client had half-closed"),
+	"fd-limit": harness.Limited(harness.Stall, "no fd to spare",
+		"after EMFILE it accepts again only when a connection of its own closes: never, with none to close"),
 }
 
 func TestScenarios(t *testing.T) {

@@ -23,15 +23,21 @@ const (
 // Expect is one declaration in a chapter's server_test.go.
 type Expect struct {
 	Outcome Outcome
-	Kind    Kind   // for Limit: the failure that proves the limitation
+	Kind    Kind   // for Limit: the kind of failure that proves the limitation
+	Symptom string // for Limit: part of the failing step, naming who waits on what
 	Why     string // for Limit and Skip: one sentence, for the reader
 }
 
 // Passes declares that a scenario must pass.
 func Passes() Expect { return Expect{Outcome: Pass} }
 
-// Limited declares a known limitation that must show as a failure of kind.
-func Limited(kind Kind, why string) Expect { return Expect{Outcome: Limit, Kind: kind, Why: why} }
+// Limited declares a known limitation that must show as a failure of kind
+// at a step whose description contains symptom. The kind alone would not
+// do: any hang is a stall, so a server that hangs for another reason (or a
+// scenario that runs out of time) would "show" every declared stall.
+func Limited(kind Kind, symptom, why string) Expect {
+	return Expect{Outcome: Limit, Kind: kind, Symptom: symptom, Why: why}
+}
 
 // Skipped declares a scenario that means nothing for the chapter.
 func Skipped(why string) Expect { return Expect{Outcome: Skip, Why: why} }
@@ -128,10 +134,10 @@ func report(t *testing.T, s Scenario, e Expect, r Result) {
 		verdict = "FAILED"
 		t.Errorf("scenario %s passed, but the chapter declares it a limit (%s: %s).\n"+
 			"If the limitation is really gone, update server_test.go and the README matrix.", s.Name, e.Kind, e.Why)
-	case e.Outcome == Limit && f.Kind != e.Kind:
+	case e.Outcome == Limit && (f.Kind != e.Kind || e.Symptom == "" || !strings.Contains(f.Step, e.Symptom)):
 		verdict = "FAILED"
-		t.Errorf("scenario %s failed as %s, want the declared limitation %s (%s)\nfailure: %v\nserver output (tail):\n%s",
-			s.Name, f.Kind, e.Kind, e.Why, f, r.Output)
+		t.Errorf("scenario %s failed as %s at step %q, want the declared limitation: %s at a step containing %q (%s)\n"+
+			"failure: %v\nserver output (tail):\n%s", s.Name, f.Kind, f.Step, e.Kind, e.Symptom, e.Why, f, r.Output)
 	case e.Outcome == Limit:
 		verdict = "Limit shown (" + string(f.Kind) + ")"
 		t.Logf("limitation shown: %v", f)
@@ -157,6 +163,11 @@ func CheckMatrix(t *testing.T, readme, column string, exp Expectations) {
 		if got[s.Name] != want {
 			t.Errorf("%s: matrix column %q, row %q: got %q, want %q (from server_test.go)",
 				readme, column, s.Name, got[s.Name], want)
+		}
+	}
+	for name := range got {
+		if _, ok := Find(name); !ok {
+			t.Errorf("%s: matrix row %q is not a scenario of the harness", readme, name)
 		}
 	}
 }

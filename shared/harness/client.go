@@ -15,8 +15,9 @@ import (
 )
 
 // ioTimeout bounds every single read or write a client makes unless the
-// scenario says otherwise: the contract's own figure for a reply.
-const ioTimeout = 2 * time.Second
+// scenario says otherwise: the contract's 2 s for a reply, plus room for a
+// server built with -race on a busy 2-core machine.
+var ioTimeout = scaled(3 * time.Second)
 
 // Client is one connection from the harness to a server. Every read and
 // write has a deadline, and every byte is counted for the scenario's cost.
@@ -120,8 +121,11 @@ func (c *Client) Ask(step string, line []byte, deadline time.Time) error {
 }
 
 // ExpectEOF checks that the server closes the connection by the deadline
-// with no further bytes. A reset counts as closed: a server that closes
-// with unread input makes the kernel send RST instead of FIN.
+// with no further bytes. A reset counts as closed here: whether it cost
+// replies is for the scenario to check, by reading them first. Once the
+// end is seen the client closes too, as any client would: a server that
+// lingers after its last reply, discarding input until the client's EOF,
+// may then close at once.
 func (c *Client) ExpectEOF(step string, deadline time.Time) error {
 	var buf [512]byte
 	n, err := c.Read(buf[:], deadline)
@@ -129,11 +133,29 @@ func (c *Client) ExpectEOF(step string, deadline time.Time) error {
 	case n > 0:
 		return Fail(Wrong, step, fmt.Sprintf("%d more bytes %.60q", n, buf[:n]), "end of stream", "")
 	case errors.Is(err, io.EOF) || isReset(err):
+		c.Close()
 		return nil
 	case isTimeout(err):
 		return Fail(Stall, step, "connection still open", "the server to close it", "")
 	}
 	return Fail(Wrong, step, err.Error(), "end of stream", "")
+}
+
+// echoOnce sends msg to a server in echo mode and expects it back by the
+// deadline.
+func (c *Client) echoOnce(step string, msg []byte, deadline time.Time) error {
+	if err := c.Send(msg); err != nil {
+		return Fail(Refused, step, err.Error(), "the server to read the message", "")
+	}
+	got := make([]byte, len(msg))
+	n, err := readFull(c, got, deadline)
+	if err != nil {
+		return readFailure(step, fmt.Sprintf("%q echoed", msg), got[:n], err)
+	}
+	if !bytes.Equal(got, msg) {
+		return Fail(Wrong, step, fmt.Sprintf("%q", got), fmt.Sprintf("%q", msg), echoWrongHint(got))
+	}
+	return nil
 }
 
 // CloseWrite half-closes: the server reads EOF but may still write.

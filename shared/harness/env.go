@@ -61,7 +61,7 @@ func (e *Env) Start(args ...string) (*Server, error) {
 
 // dialTimeout is long because `many` opens over a thousand connections to
 // a server that may accept them one at a time.
-const dialTimeout = 5 * time.Second
+var dialTimeout = scaled(5 * time.Second)
 
 // Dial opens a client connection to s.
 func (e *Env) Dial(s *Server) (*Client, error) {

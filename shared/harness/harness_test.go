@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 
 	"reactorlab/shared/protocol"
@@ -26,12 +27,6 @@ import (
 // scenarios themselves are proven by every chapter's go test and by the
 // grader's tests against deliberately buggy servers.
 
-// designOrder is DESIGN.md's scenario table, top to bottom.
-var designOrder = []string{
-	"reply", "framing", "echo", "concurrent", "many", "bulk", "slow-reader",
-	"close", "half-close", "long-line", "idle", "shutdown", "fd-limit",
-}
-
 func names(ss []Scenario) []string {
 	out := make([]string, 0, len(ss))
 	for _, s := range ss {
@@ -40,22 +35,52 @@ func names(ss []Scenario) []string {
 	return out
 }
 
-func TestScenariosInDesignOrder(t *testing.T) {
-	ss := Scenarios()
-	if diff := cmp.Diff(designOrder, names(ss)); diff != "" {
-		t.Errorf("Scenarios() names (-want +got):\n%s", diff)
+// designRow is one row of DESIGN.md's scenario table.
+type designRow struct {
+	Name  string
+	Stage int
+	What  string
+}
+
+// TestDesignTable holds DESIGN.md's scenario table (name, grader stage,
+// what it checks) to the harness's table, row for row, so that neither can
+// change without the other.
+func TestDesignTable(t *testing.T) {
+	b, err := os.ReadFile("../../DESIGN.md")
+	require.NoError(t, err)
+	var got []designRow
+	inTable := false
+	for _, line := range strings.Split(string(b), "\n") {
+		cells := tableCells(line)
+		switch {
+		case cells == nil:
+			inTable = inTable && len(got) == 0
+		case cells[0] == "scenario":
+			inTable = true
+		case inTable && cells[0] != "---" && len(cells) == 3:
+			stage, err := strconv.Atoi(cells[1])
+			require.NoError(t, err, "DESIGN.md row %q: stage", line)
+			got = append(got, designRow{Name: strings.Trim(cells[0], "`"), Stage: stage, What: cells[2]})
+		}
 	}
-	for _, s := range ss {
-		if s.What == "" || s.Run == nil {
-			t.Errorf("scenario %q: What %q, Run set %v; want both", s.Name, s.What, s.Run != nil)
+	var want []designRow
+	for _, s := range Scenarios() {
+		want = append(want, designRow{Name: s.Name, Stage: s.Stage, What: s.What})
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("DESIGN.md's scenario table (| scenario | stage | what it checks |) against table.go (-want +got):\n%s", diff)
+	}
+	for _, s := range Scenarios() {
+		if s.What == "" || s.Run == nil || s.Stage < 1 || s.Stage > MaxStage {
+			t.Errorf("scenario %q: What %q, Run set %v, Stage %d; want all set", s.Name, s.What, s.Run != nil, s.Stage)
 		}
 	}
 }
 
 func TestFind(t *testing.T) {
-	for _, name := range designOrder {
-		if s, ok := Find(name); !ok || s.Name != name {
-			t.Errorf("Find(%q) = %q, %v; want %q, true", name, s.Name, ok, name)
+	for _, want := range Scenarios() {
+		if s, ok := Find(want.Name); !ok || s.Name != want.Name {
+			t.Errorf("Find(%q) = %q, %v; want %q, true", want.Name, s.Name, ok, want.Name)
 		}
 	}
 	if s, ok := Find("no-such-scenario"); ok {
@@ -64,37 +89,23 @@ func TestFind(t *testing.T) {
 }
 
 func TestStage(t *testing.T) {
-	stage1 := []string{"reply", "framing", "echo", "bulk", "close", "half-close", "long-line", "shutdown"}
-	tests := []struct {
-		n    int
-		want []string
-	}{
-		{1, stage1},
-		{2, []string{"reply", "framing", "echo", "concurrent", "bulk", "close", "half-close", "long-line", "idle", "shutdown"}},
-		{3, []string{"reply", "framing", "echo", "concurrent", "many", "bulk", "close", "half-close", "long-line", "idle", "shutdown"}},
-		{4, []string{"reply", "framing", "echo", "concurrent", "many", "bulk", "close", "half-close", "long-line", "idle", "shutdown", "fd-limit"}},
-		{MaxStage, designOrder},
+	all, err := Stage(MaxStage)
+	require.NoError(t, err)
+	if diff := cmp.Diff(names(Scenarios()), names(all)); diff != "" {
+		t.Errorf("Stage(%d) is not every scenario (-want +got):\n%s", MaxStage, diff)
 	}
-	for _, tt := range tests {
-		got, err := Stage(tt.n)
-		if err != nil {
-			t.Errorf("Stage(%d): %v", tt.n, err)
-			continue
-		}
-		if diff := cmp.Diff(tt.want, names(got)); diff != "" {
-			t.Errorf("Stage(%d) (-want +got):\n%s", tt.n, diff)
-		}
-	}
-	// Cumulative: each stage keeps everything the one before required.
+	// Cumulative: each stage keeps everything the one before required,
+	// and adds exactly the scenarios of its own number.
 	prev := map[string]bool{}
 	for n := 1; n <= MaxStage; n++ {
 		got, err := Stage(n)
-		if err != nil {
-			t.Fatalf("Stage(%d): %v", n, err)
-		}
+		require.NoError(t, err)
 		have := map[string]bool{}
 		for _, s := range got {
 			have[s.Name] = true
+			if !prev[s.Name] && s.Stage != n {
+				t.Errorf("Stage(%d) adds %q, whose stage is %d", n, s.Name, s.Stage)
+			}
 		}
 		for name := range prev {
 			if !have[name] {
@@ -106,6 +117,17 @@ func TestStage(t *testing.T) {
 	for _, n := range []int{0, -1, MaxStage + 1} {
 		if got, err := Stage(n); err == nil {
 			t.Errorf("Stage(%d) = %v, want an error", n, names(got))
+		}
+	}
+}
+
+func TestReadScale(t *testing.T) {
+	for _, tt := range []struct {
+		v    string
+		want float64
+	}{{"", 1}, {"3", 3}, {"1.5", 1.5}, {"0.5", 1}, {"fast", 1}, {"1000", 1}} {
+		if got := readScale(tt.v); got != tt.want {
+			t.Errorf("readScale(%q) = %v, want %v", tt.v, got, tt.want)
 		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -200,4 +201,50 @@ func descendants(root int) []int {
 		out = append(out, children[out[i]]...)
 	}
 	return out
+}
+
+// unreadBy returns how many bytes c has sent that the server has not yet
+// read: the receive queue of the server's end of the connection, from
+// /proc/net/tcp (rx_queue of the socket whose local port is the server's
+// and whose remote port is c's). Replies to those bytes are owed by the
+// server process itself, not by a kernel buffer.
+func (s *Server) unreadBy(c *Client) (int, error) {
+	_, sport, _ := strings.Cut(s.addr, ":")
+	sp, _ := strconv.Atoi(sport)
+	cp := c.conn.LocalAddr().(*net.TCPAddr).Port
+	local, remote := fmt.Sprintf(":%04X", sp), fmt.Sprintf(":%04X", cp)
+	b, err := os.ReadFile("/proc/net/tcp")
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n")[1:] {
+		f := strings.Fields(line)
+		if len(f) > 4 && strings.HasSuffix(f[1], local) && strings.HasSuffix(f[2], remote) {
+			_, rx, _ := strings.Cut(f[4], ":")
+			n, err := strconv.ParseInt(rx, 16, 64)
+			return int(n), err
+		}
+	}
+	return 0, nil // the server has closed its end: it holds nothing unread
+}
+
+// lowestFreeFD is the number the server's next new fd would get: the
+// kernel always hands out the lowest free one, and RLIMIT_NOFILE limits fd
+// numbers, not counts. A limit of exactly this number leaves the server no
+// fd at all, whatever holes its fd table has.
+func (s *Server) lowestFreeFD() (int, error) {
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", s.pid))
+	if err != nil {
+		return 0, fmt.Errorf("list open fds: %w", err)
+	}
+	used := map[int]bool{}
+	for _, e := range ents {
+		n, _ := strconv.Atoi(e.Name())
+		used[n] = true
+	}
+	n := 0
+	for used[n] {
+		n++
+	}
+	return n, nil
 }

@@ -10,26 +10,13 @@ import (
 // The scenarios about endings: of connections, however a client leaves,
 // and of the server itself.
 
-func init() {
-	register(Scenario{
-		Name: "close",
-		What: "FIN, RST and connect-then-vanish clients leave no fd behind; serving goes on",
-		Run:  runClose,
-	})
-	register(Scenario{
-		Name: "shutdown",
-		What: "SIGTERM: exit 0 within 2 s, owed replies delivered first",
-		Run:  runShutdown,
-	})
-}
-
 // closeRounds repeats each way of leaving: one leaked fd per round is then
 // 20 fds, which no runtime's own fd churn can hide.
 const closeRounds = 20
 
 // closeSettle is how long the server may take to notice the last client
 // left and close its fd.
-const closeSettle = 3 * time.Second
+var closeSettle = scaled(3 * time.Second)
 
 // pollEvery is how often a scenario re-reads /proc while it waits for the
 // server to reach a state: fine enough to add no noticeable delay.
@@ -117,25 +104,24 @@ func runClose(e *Env) error {
 }
 
 // shutdownLineSize is each owed line's length with its '\n': long enough
-// that a few thousand fill the kernel buffers both ways, short enough that
-// a line the kernel takes only in part leaves little to finish.
+// that a couple of thousand fill the kernel buffers both ways.
 const shutdownLineSize = 1 << 10
 
-// shutdownFloodMax bounds what the client writes before the signal if the
-// server keeps taking it. It is twice Linux's default largest send buffer
-// (tcp_wmem, 4 MiB), so that the replies cannot all wait in the server's
-// kernel buffers and some are still owed by the server itself: at 4 MiB a
-// server that exits at once on SIGTERM passed 2 runs in 20, at 8 MiB none.
-const shutdownFloodMax = 8 << 20
+// shutdownLines is how many lines the client sends, the same number on
+// every run, loaded machine or not: 2 MiB, more than the kernel buffers
+// between a client that does not read and a server blocked writing to it
+// take before the server must stop reading.
+const shutdownLines = 2048
 
-// shutdownStuck is how long a write may take nothing before the client
-// concludes the server has stopped reading: its replies have filled the
-// way back, so replies are owed and lines wait unread.
-const shutdownStuck = 100 * time.Millisecond
+// shutdownUnread is how much the server must hold unread from the client
+// when the signal comes: replies to those lines cannot be in any kernel
+// buffer yet, so a server that exits at once on SIGTERM cannot have sent
+// them.
+const shutdownUnread = 64 << 10
 
 // shutdownBudget is the contract's: owed replies delivered, every fd
 // closed and the process gone within 2 s of the signal.
-const shutdownBudget = 2 * time.Second
+var shutdownBudget = scaled(2 * time.Second)
 
 func runShutdown(e *Env) error {
 	s, c, err := e.startClient()
@@ -147,13 +133,24 @@ func runShutdown(e *Env) error {
 	if err := c.Ask("reply to the first line", []byte("first"), time.Now().Add(ioTimeout)); err != nil {
 		return err
 	}
-	// Then lines without reading, so that at the signal replies are owed:
-	// a server that exits at once cannot have sent them all.
-	lines, rest, err := floodUnread(c)
-	if err != nil {
-		return err
+	// Then lines without reading, so that at the signal replies are owed
+	// by the server itself.
+	var flood []byte
+	for i := range shutdownLines {
+		flood = append(append(flood, shutdownLine(i)...), '\n')
 	}
-	e.Logf("shutdown: %d lines (%s) sent without reading before SIGTERM", lines, sizeString(int64(lines*shutdownLineSize)))
+	werr := make(chan error, 1)
+	go func() {
+		_, err := c.Write(flood, shutdownBudget+scenarioTimeout)
+		werr <- err
+	}()
+	unread, f := awaitUnread(e, s, c, werr)
+	if f != nil {
+		c.Close()
+		<-werr
+		return f
+	}
+	e.Logf("shutdown: %d lines sent; the server holds %s of them unread at SIGTERM", shutdownLines, sizeString(int64(unread)))
 
 	e.expectExit(s)
 	signalled := time.Now()
@@ -161,22 +158,12 @@ func runShutdown(e *Env) error {
 		return Fail(Exit, "send SIGTERM", err.Error(), "a running server", "")
 	}
 	deadline := signalled.Add(shutdownBudget)
-	// If the kernel took only part of the last line, the rest goes now,
-	// while the replies are read: the server reads again only once they are.
-	werr := make(chan error, 1)
-	go func() {
-		var err error
-		if len(rest) > 0 {
-			_, err = c.Write(rest, time.Until(deadline))
-		}
-		werr <- err
-	}()
-	f := readOwed(c, s, lines, deadline)
+	f = readOwed(c, s, shutdownLines, deadline)
 	if f != nil {
 		c.Close() // unblocks the writer, which must be gone before the scenario returns
 	}
 	if err := <-werr; err != nil && f == nil {
-		f = Fail(Refused, "send the rest of the last line after SIGTERM", err.Error(), "the server to read it",
+		f = Fail(Refused, "send the lines the server had not read at SIGTERM", err.Error(), "the server to read them",
 			"during the grace period keep reading open connections")
 	}
 	if f != nil {
@@ -185,12 +172,48 @@ func runShutdown(e *Env) error {
 	if !exited(s, deadline) {
 		return Fail(Exit, "exit after SIGTERM", fmt.Sprintf("still running %s after SIGTERM", shutdownBudget),
 			"exit status 0", "the server must exit within 2 s of SIGTERM (a thread blocked in accept() is not "+
-				"woken by close() on Linux: shutdown(fd, SHUT_RD) the listener)")
+				"woken by close() on Linux: shutdown(fd, SHUT_RD) the listener, or wake the loop)")
 	}
 	if s.ExitStatus() != nil {
 		return exitStatusFailure(s)
 	}
 	return nil
+}
+
+// awaitUnread waits until the server holds shutdownUnread bytes of c's
+// unread, or the whole flood has been written (a server that reads
+// everything it is sent at once), and returns what it holds. The server's
+// receive queue is a state, not an event, so it is read again every
+// pollEvery.
+func awaitUnread(e *Env, s *Server, c *Client, werr chan error) (int, *Failure) {
+	tick := time.NewTicker(pollEvery)
+	defer tick.Stop()
+	deadline := time.NewTimer(ioTimeout + shutdownBudget)
+	defer deadline.Stop()
+	for {
+		n, err := s.unreadBy(c)
+		if err != nil {
+			return 0, AsFailure(err)
+		}
+		if n >= shutdownUnread {
+			return n, nil
+		}
+		select {
+		case err := <-werr:
+			werr <- err // readOwed's caller waits for it too
+			if err != nil {
+				return 0, Fail(Refused, "send lines without reading the replies", err.Error(), "the server to read them", "")
+			}
+			return n, nil
+		case <-tick.C:
+		case <-deadline.C:
+			return n, Fail(Stall, "send lines without reading the replies",
+				fmt.Sprintf("%s unread by the server, and the client's write still blocked", sizeString(int64(n))),
+				"the server to read lines while replies are owed", "")
+		case <-e.Ctx.Done():
+			return 0, AsFailure(e.Ctx.Err())
+		}
+	}
 }
 
 // shutdownLine is the i-th owed line, without its '\n': numbered, so a
@@ -200,26 +223,40 @@ func shutdownLine(i int) []byte {
 	return append(line, bytes.Repeat([]byte("."), shutdownLineSize-1-len(line))...)
 }
 
-// floodUnread writes owed lines without reading, until a write takes
-// nothing for shutdownStuck or shutdownFloodMax have gone. It returns how
-// many lines it began and what the kernel did not take of the last one.
-func floodUnread(c *Client) (lines int, rest []byte, err error) {
-	for lines*shutdownLineSize < shutdownFloodMax {
-		line := append(shutdownLine(lines), '\n')
-		n, err := c.Write(line, shutdownStuck)
-		switch {
-		case err == nil:
-			lines++
-		case !isTimeout(err):
-			return 0, nil, Fail(Refused, fmt.Sprintf("send line %d without reading the replies", lines+1),
-				err.Error(), "the server to read it", "")
-		case n == 0:
-			return lines, nil, nil
-		default:
-			return lines + 1, line[n:], nil
-		}
+// runUnfinished: at SIGTERM the client has sent a whole line and half of
+// another. Only the client's own half-close makes an unterminated last line
+// a line; a shutdown does not, so the half gets no reply, and the whole one
+// does.
+func runUnfinished(e *Env) error {
+	s, c, err := e.startClient()
+	if err != nil {
+		return err
 	}
-	return lines, nil, nil
+	if err := c.Send([]byte("whole line\nhalf-a-li")); err != nil {
+		return Fail(Refused, "send a line and half of another", err.Error(), "the server to read them", "")
+	}
+	if err := c.ExpectReply("reply to the whole line", []byte("whole line"), time.Now().Add(ioTimeout)); err != nil {
+		return err
+	}
+	e.expectExit(s)
+	if err := s.Signal(syscall.SIGTERM); err != nil {
+		return Fail(Exit, "send SIGTERM", err.Error(), "a running server", "")
+	}
+	deadline := time.Now().Add(shutdownBudget)
+	if err := expectClosed(c, "the end of the stream after SIGTERM, with half a line unanswered", deadline,
+		"after the grace period close every connection, so clients see the end",
+		"a line without '\n' is a line only when the client half-closes (read returns 0 for its FIN); "+
+			"at shutdown the unfinished rest gets no reply: drop it, flush what is owed and close"); err != nil {
+		return err
+	}
+	if !exited(s, deadline) {
+		return Fail(Exit, "exit after SIGTERM", fmt.Sprintf("still running %s after SIGTERM", shutdownBudget),
+			"exit status 0", "the server must exit within 2 s of SIGTERM")
+	}
+	if s.ExitStatus() != nil {
+		return exitStatusFailure(s)
+	}
+	return nil
 }
 
 // readOwed reads the replies to the owed lines, in order, then the end of
@@ -228,7 +265,7 @@ func readOwed(c *Client, s *Server, lines int, deadline time.Time) *Failure {
 	lost := "replies owed before the signal were lost: on SIGTERM stop accepting, but keep reading and " +
 		"answering open connections for a grace period, flush, then close"
 	for i := range lines {
-		step := fmt.Sprintf("reply %d of %d lines sent before SIGTERM", i+1, lines)
+		step := fmt.Sprintf("reply %d of %d lines sent without reading, SIGTERM in between", i+1, lines)
 		err := c.ExpectReply(step, shutdownLine(i), deadline)
 		if err == nil {
 			continue

@@ -12,24 +12,6 @@ import (
 // The stamp-mode scenarios about lines: how they are cut from the stream,
 // what happens at the stream's end, and what happens to a line too long.
 
-func init() {
-	register(Scenario{
-		Name: "framing",
-		What: "a line sent 1 byte at a time, 100 lines in one write, CRLF, NUL bytes, an empty line",
-		Run:  runFraming,
-	})
-	register(Scenario{
-		Name: "half-close",
-		What: "1,000 lines then shutdown(SHUT_WR): all 1,000 replies, then EOF",
-		Run:  runHalfClose,
-	})
-	register(Scenario{
-		Name: "long-line",
-		What: "over -max-line: an error: line, then close; others unaffected",
-		Run:  runLongLine,
-	})
-}
-
 // batchLines is how many lines go in one write: enough that any server
 // reading a few KiB at a time gets many lines per read.
 const batchLines = 100
@@ -108,7 +90,7 @@ func explain(err error, hint string) error {
 const halfCloseLines = 1000
 
 // halfCloseTimeout bounds all 1,000 replies and the close after them.
-const halfCloseTimeout = 5 * time.Second
+var halfCloseTimeout = scaled(5 * time.Second)
 
 func runHalfClose(e *Env) error {
 	_, c, err := e.startClient()
@@ -232,6 +214,29 @@ func runLongLine(e *Env) error {
 	if err := a.Ask("neighbour's reply to \"after\", sent once the others were closed", []byte("after"), time.Now().Add(ioTimeout)); err != nil {
 		return explain(err, neighbour)
 	}
+	return atTheLimit(a)
+}
+
+// atTheLimit sends a line of exactly -max-line bytes, which is within the
+// limit and must be answered like any other.
+func atTheLimit(c *Client) error {
+	step := fmt.Sprintf("a line of exactly -max-line (%d) bytes", longLineMax)
+	line := bytes.Repeat([]byte("z"), longLineMax)
+	if err := c.Send(append(bytes.Clone(line), '\n')); err != nil {
+		return Fail(Refused, step, err.Error(), "the server to read it", "")
+	}
+	got, err := c.ReadLine(time.Now().Add(ioTimeout))
+	if err == nil && bytes.HasPrefix(got, []byte("error: ")) {
+		return Fail(Wrong, step, fmt.Sprintf("%.60q", got), fmt.Sprintf("the reply to the %d-byte line", longLineMax),
+			"-max-line is the longest line accepted: a line of exactly that many bytes (not counting \\n or \\r\\n) "+
+				"is fine, only a longer one is refused (an off-by-one at the limit?)")
+	}
+	if err != nil {
+		return readFailure(step, "a reply", got, err)
+	}
+	if _, echoed, err := protocol.ParseReply(got); err != nil || !bytes.Equal(echoed, line) {
+		return Fail(Wrong, step, fmt.Sprintf("%.60q", got), fmt.Sprintf("the reply to the %d-byte line", longLineMax), "")
+	}
 	return nil
 }
 
@@ -273,4 +278,83 @@ func expectClosed(c *Client, step string, deadline time.Time, stall, more string
 		f.Hint = stall
 	}
 	return f
+}
+
+// lingerLines and lingerLineSize make the replies owed before the error
+// line far more than a client's receive buffer holds while it does not
+// read (about 128 KiB on loopback), so that when the server closes, most
+// of them still wait in its own send buffer.
+const (
+	lingerLines    = 1000
+	lingerLineSize = 500
+)
+
+// lingerJunk is each write of what the client goes on sending after the
+// line that is too long: the server must read and discard it.
+const lingerJunk = 4 << 10
+
+// runLinger is the data loss the seed's "send, then close" invites.
+// A client pipelines many lines and then one over -max-line, and goes on
+// sending while it reads the replies. A server that answers, sends the
+// error line and closes at once closes a socket with unread input: the
+// kernel then sends RST instead of FIN and throws away every reply still in
+// the send buffer. The replies owed must all arrive, then the error line,
+// then the end of the stream.
+func runLinger(e *Env) error {
+	s, c, err := e.startClient("-max-line", fmt.Sprint(longLineMax))
+	if err != nil {
+		return err
+	}
+	var burst []byte
+	lines := make([][]byte, lingerLines)
+	for i := range lines {
+		lines[i] = fmt.Appendf(nil, "owed %d ", i+1)
+		lines[i] = append(lines[i], bytes.Repeat([]byte("."), lingerLineSize-len(lines[i]))...)
+		burst = append(append(burst, lines[i]...), '\n')
+	}
+	burst = append(burst, bytes.Repeat([]byte("x"), 2*longLineMax)...)
+	burst = append(burst, '\n')
+
+	sent := make(chan error, 1) // the burst is written, or could not be
+	stop := make(chan struct{}) // the reader is done: stop sending junk
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, err := c.Write(burst, scenarioTimeout)
+		sent <- err
+		junk := bytes.Repeat([]byte("j"), lingerJunk)
+		for err == nil {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			_, err = c.Write(junk, ioTimeout)
+		}
+	}()
+	defer func() { close(stop); c.Close(); <-done }()
+
+	// The reader starts only once the line that is too long has gone, or
+	// the server has stopped reading (it waits for room for its replies):
+	// until then the replies pile up unread, as behind a slow reader.
+	if _, f := awaitUnread(e, s, c, sent); f != nil {
+		f.Step = fmt.Sprintf("send %d lines and one over -max-line %d", lingerLines, longLineMax)
+		return f
+	}
+	hint := "replies owed before the error line were lost: closing a socket that still has unread input " +
+		"makes the kernel send RST and discard everything not yet sent; after the last reply, " +
+		"shutdown(SHUT_WR), read and discard until the client's EOF (or a linger deadline), then close"
+	deadline := time.Now().Add(halfCloseTimeout)
+	for i, line := range lines {
+		step := fmt.Sprintf("reply %d of %d lines sent before one over -max-line, the client still sending", i+1, lingerLines)
+		if err := c.ExpectReply(step, line, deadline); err != nil {
+			f := AsFailure(explain(err, hint))
+			f.Got = fmt.Sprintf("%d of %d replies, then %s", i, lingerLines, f.Got)
+			return f
+		}
+	}
+	if err := expectErrorLine(c, "error line after the owed replies", hint); err != nil {
+		return err
+	}
+	return expectClosed(c, "close after the error line, the client still sending", deadline, closeAfterError, noMoreAfterError)
 }

@@ -9,19 +9,6 @@ import (
 // scenario starts its own server, returns a *Failure with concrete got and
 // want values and a hint a student can act on, and leaves cleanup to Run.
 
-func init() {
-	register(Scenario{
-		Name: "reply",
-		What: "one line, one correctly formatted reply, time within 2 s",
-		Run:  runReply,
-	})
-	register(Scenario{
-		Name: "concurrent",
-		What: "3 clients connected at once, sending in reverse connect order, all answered while the others stay open",
-		Run:  runConcurrent,
-	})
-}
-
 func runReply(e *Env) error {
 	_, c, err := e.startClient()
 	if err != nil {
@@ -60,7 +47,7 @@ func runConcurrent(e *Env) error {
 		line := []byte(fmt.Sprintf("client %d of %d", i+1, len(clients)))
 		step := fmt.Sprintf("client %d of %d (connected %s, sent %s)", i+1, len(clients),
 			ordinal(i+1), ordinal(len(clients)-i))
-		if err := clients[i].Ask(step, line, time.Now().Add(time.Second)); err != nil {
+		if err := clients[i].Ask(step, line, time.Now().Add(ioTimeout)); err != nil {
 			f := AsFailure(err)
 			if f.Kind == Stall {
 				f.Hint = "a client got no reply while an earlier client stayed connected: " +

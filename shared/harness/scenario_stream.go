@@ -10,19 +10,6 @@ import (
 // The echo-mode scenarios: bytes in, the same bytes out, whatever they are
 // and however many, while the client writes and reads at the same time.
 
-func init() {
-	register(Scenario{
-		Name: "echo",
-		What: "echo mode returns all 256 byte values and 1 MiB unchanged",
-		Run:  runEcho,
-	})
-	register(Scenario{
-		Name: "bulk",
-		What: "16 MiB echoed while the client reads concurrently, intact",
-		Run:  runBulk,
-	})
-}
-
 // echoSize is big enough to outgrow every socket buffer on the path, so a
 // server must read and write in turn many times, and small enough to take
 // milliseconds.
@@ -35,14 +22,14 @@ const bulkSize = 16 << 20
 
 // bulkTimeout bounds the whole bulk transfer; a server built with -race
 // echoes 16 MiB in a second or two, so 20 s only ever fails a stuck one.
-const bulkTimeout = 20 * time.Second
+var bulkTimeout = scaled(20 * time.Second)
 
 // echoTimeout bounds the 1 MiB transfer of the echo scenario likewise.
-const echoTimeout = 10 * time.Second
+var echoTimeout = scaled(10 * time.Second)
 
 // stallAfter is how long a transfer may make no progress before it counts
 // as stalled: the contract's reply time.
-const stallAfter = 2 * time.Second
+var stallAfter = scaled(2 * time.Second)
 
 // streamChunk is each write's and read's size: large enough that 16 MiB
 // takes a few hundred syscalls, small enough to keep two buffers cheap.

@@ -38,7 +38,7 @@ func (c Command) String() string {
 // which compiles before it listens. It stays well inside scenarioTimeout,
 // so a server that never prints its ready line fails as a startup with the
 // hint that says so, not as a scenario that ran out of time.
-const readyTimeout = 45 * time.Second
+var readyTimeout = scaled(45 * time.Second)
 
 // stopGrace is how long Stop waits after SIGTERM before SIGKILL: the
 // contract gives a server 2 s to exit.
