@@ -12,6 +12,20 @@ import (
 	"reactorlab/shared/load"
 )
 
+// BenchmarkRoundTrip is one client's round trip with nobody else connected,
+// comparable with every other chapter's.
+//
+//	go test -run='^$' -bench=RoundTrip ./03-epoll-lt
+func BenchmarkRoundTrip(b *testing.B) {
+	server := harness.Build(b, ".")
+	for _, mode := range []string{"echo", "stamp"} {
+		b.Run(mode, func(b *testing.B) {
+			s := harness.StartServer(b, server, "-mode", mode)
+			load.RoundTrips(b, load.Dial(b, s.Addr(), mode))
+		})
+	}
+}
+
 // BenchmarkIdleCrowd is why epoll replaced poll: the round trip of one
 // active client while N idle connections stay open. poll hands the kernel
 // all N+2 fds on every call and the loop scans them all on return; epoll's
@@ -50,8 +64,7 @@ func BenchmarkIdleCrowd(b *testing.B) {
 					b.Fatalf("server holds %d fds after %v, want %d: %v", n, crowdAcceptTimeout, base+idle, err)
 				}
 				accepted := time.Since(start)
-				c := dial(b, s.Addr(), "echo")
-				roundTrips(b, c)
+				load.RoundTrips(b, load.Dial(b, s.Addr(), "echo"))
 				b.ReportMetric(float64(accepted.Milliseconds()), "accept-crowd-ms")
 			})
 		}
@@ -61,59 +74,3 @@ func BenchmarkIdleCrowd(b *testing.B) {
 // crowdAcceptTimeout bounds the wait for the idle crowd to be accepted:
 // 10,000 connections take poll's loop seconds (that is the point).
 const crowdAcceptTimeout = 2 * time.Minute
-
-// BenchmarkRoundTrip is one client's round trip with nobody else connected,
-// comparable with 01's.
-//
-//	go test -run='^$' -bench=RoundTrip ./03-epoll-lt
-func BenchmarkRoundTrip(b *testing.B) {
-	server := harness.Build(b, ".")
-	for _, mode := range []string{"echo", "stamp"} {
-		b.Run(mode, func(b *testing.B) {
-			s := harness.StartServer(b, server, "-mode", mode)
-			c := dial(b, s.Addr(), mode)
-			roundTrips(b, c)
-		})
-	}
-}
-
-func dial(b *testing.B, addr, mode string) *load.Conn {
-	b.Helper()
-	msg := make([]byte, 64) // the DESIGN's small-message size
-	for i := range msg {
-		msg[i] = 'a' + byte(i%26)
-	}
-	var c *load.Conn
-	var err error
-	if mode == "echo" {
-		c, err = load.DialEcho(addr, msg)
-	} else {
-		c, err = load.DialStamp(addr, msg)
-	}
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { c.Close() })
-	return c
-}
-
-// roundTrips times c's round trips for as long as the benchmark runs and
-// reports msgs/s and latency percentiles.
-func roundTrips(b *testing.B, c *load.Conn) {
-	var lat load.Latencies
-	for b.Loop() {
-		d, err := c.RoundTrip()
-		if err != nil {
-			b.Fatal(err)
-		}
-		lat.Add(d)
-	}
-	report(b, &lat, b.Elapsed())
-}
-
-func report(b *testing.B, lat *load.Latencies, elapsed time.Duration) {
-	for unit, v := range lat.Summary(lat.Len(), elapsed) {
-		b.ReportMetric(v, unit)
-	}
-	b.ReportMetric(0, "ns/op") // wall time per op is msgs/s's inverse: don't print it twice
-}
