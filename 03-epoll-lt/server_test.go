@@ -33,6 +33,7 @@ var expectations = harness.Expectations{
 	"echo":       harness.Passes(),
 	"concurrent": harness.Passes(),
 	"many":       harness.Passes(),
+	"pipeline":   harness.Passes(),
 	"bulk":       harness.Passes(),
 	"slow-reader": harness.Limited(harness.Stall, "another client, while one floods",
 		"the loop blocks in write() to the client that never reads, and every other client waits"),

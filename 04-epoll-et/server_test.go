@@ -36,6 +36,7 @@ var expectations = harness.Expectations{
 	"echo":       harness.Passes(),
 	"concurrent": harness.Passes(),
 	"many":       harness.Passes(),
+	"pipeline":   harness.Passes(),
 	"bulk":       harness.Passes(),
 	"slow-reader": harness.Limited(harness.Stall, "another client, while one floods",
 		"the loop waits in poll() until the client that never reads makes room, and every other client waits"),

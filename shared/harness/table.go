@@ -21,6 +21,8 @@ var table = []Scenario{
 		What: "3 clients connected at once, sending in reverse connect order, all answered while the others stay open"},
 	{Name: "many", Stage: 3, Run: runMany,
 		What: "1,100 connections open at once (past FD_SETSIZE), each answered"},
+	{Name: "pipeline", Stage: 6, Run: runPipeline,
+		What: "20 connections at once, each pipelining 200 lines cut into writes of 1 to 48 bytes: replies in order on each"},
 	{Name: "bulk", Stage: 1, Run: runBulk,
 		What: "16 MiB echoed while the client reads concurrently, intact"},
 	{Name: "slow-reader", Stage: 7, Run: runSlowReader,

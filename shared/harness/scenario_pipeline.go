@@ -1,0 +1,91 @@
+package harness
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"time"
+)
+
+// The scenario about order: many connections at once, each pipelining many
+// lines cut into many writes. One event loop per connection keeps order by
+// construction; several threads that may serve one connection at once (a
+// request queue with no EPOLLONESHOT) interleave and reorder its replies.
+
+// pipelineConns and pipelineLines: enough connections to keep several
+// workers busy at once, enough lines each, cut small enough, that two
+// workers reading one connection at the same time is all but certain
+// somewhere.
+const (
+	pipelineConns = 20
+	pipelineLines = 200
+	pipelineCut   = 48 // a write is 1 to pipelineCut bytes
+)
+
+func runPipeline(e *Env) error {
+	s, err := e.Start()
+	if err != nil {
+		return err
+	}
+	clients := make([]*Client, pipelineConns)
+	for i := range clients {
+		if clients[i], err = e.Dial(s); err != nil {
+			return err
+		}
+	}
+	deadline := time.Now().Add(halfCloseTimeout)
+	fails := make([]error, pipelineConns)
+	var wg sync.WaitGroup
+	for i, c := range clients {
+		wg.Go(func() { fails[i] = pipelineOne(c, i, deadline) })
+	}
+	wg.Wait()
+	for _, f := range fails {
+		if f != nil {
+			return f
+		}
+	}
+	return nil
+}
+
+func pipelineLine(conn, i int) []byte {
+	return fmt.Appendf(nil, "connection %d line %d of %d", conn+1, i+1, pipelineLines)
+}
+
+// pipelineOne writes one connection's lines in writes of random length (the
+// same on every run) from one goroutine and checks the replies, in order,
+// from another.
+func pipelineOne(c *Client, conn int, deadline time.Time) error {
+	var stream []byte
+	for i := range pipelineLines {
+		stream = append(append(stream, pipelineLine(conn, i)...), '\n')
+	}
+	werr := make(chan error, 1)
+	go func() {
+		cut := rand.New(rand.NewPCG(uint64(conn), 6))
+		for p := stream; len(p) > 0; {
+			n := min(len(p), 1+cut.IntN(pipelineCut))
+			if _, err := c.Write(p[:n], time.Until(deadline)); err != nil {
+				werr <- err
+				return
+			}
+			p = p[n:]
+		}
+		werr <- nil
+	}()
+	for i := range pipelineLines {
+		step := fmt.Sprintf("connection %d of %d, reply %d of %d pipelined lines", conn+1, pipelineConns, i+1, pipelineLines)
+		if err := c.ExpectReply(step, pipelineLine(conn, i), deadline); err != nil {
+			c.Close() // unblocks the writer
+			<-werr
+			return explain(err, "replies on one connection came out of order, mixed or lost: two threads served "+
+				"one connection at once. With a request queue and worker threads, register each connection "+
+				"with EPOLLONESHOT and re-arm it after each event, so one worker at a time owns it")
+		}
+	}
+	if err := <-werr; err != nil {
+		return Fail(Refused, fmt.Sprintf("connection %d of %d: send %d pipelined lines", conn+1, pipelineConns, pipelineLines),
+			err.Error(), "the server to read them", "")
+	}
+	return nil
+}
