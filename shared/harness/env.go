@@ -183,3 +183,63 @@ func lastLines(s string, n int) string {
 	}
 	return strings.Join(lines, "\n")
 }
+
+// Slack for the leak check: a runtime may keep an fd or two it opened on
+// first use, and Go's keeps the OS threads it started for blocking calls
+// (it never ends an idle thread). A leak per connection shows far above
+// both: every scenario but reply opens several connections, and close
+// counts fds exactly.
+const (
+	fdSlack     = 2
+	threadSlack = 16
+)
+
+// checkLeaks runs once a scenario has passed and closed its clients: every
+// server still running must give back the fds and threads it took, within
+// closeSettle, so that no scenario passes on a server that leaks.
+func (e *Env) checkLeaks() *Failure {
+	e.mu.Lock()
+	servers := append([]*Server(nil), e.servers...)
+	e.mu.Unlock()
+	for _, s := range servers {
+		if !s.Alive() || s.fds0 == 0 {
+			continue
+		}
+		fds, threads, err := s.settle(e.Ctx)
+		if err != nil {
+			continue // gone meanwhile, or /proc unreadable: nothing to judge
+		}
+		if fds > s.fds0+fdSlack || threads > s.threads0+threadSlack {
+			return Fail(Leak, "server resources once every client of the scenario has gone",
+				fmt.Sprintf("%d fds and %d threads open %s later", fds, threads, closeSettle),
+				fmt.Sprintf("about what it held once ready: %d fds, %d threads", s.fds0, s.threads0),
+				"close a connection's fd whenever it ends (EOF, error, the server's own close), and end "+
+					"whatever thread or worker served it")
+		}
+	}
+	return nil
+}
+
+// settle waits, up to closeSettle, for s to hold no more fds and threads
+// than at rest plus the slack, and returns what it holds then.
+func (s *Server) settle(ctx context.Context) (fds, threads int, err error) {
+	deadline := time.Now().Add(closeSettle)
+	for {
+		if fds, err = s.OpenFDs(); err != nil {
+			return 0, 0, err
+		}
+		if threads, err = s.Threads(); err != nil {
+			return 0, 0, err
+		}
+		if (fds <= s.fds0+fdSlack && threads <= s.threads0+threadSlack) || !time.Now().Before(deadline) {
+			return fds, threads, nil
+		}
+		t := time.NewTimer(pollEvery)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return fds, threads, nil
+		}
+	}
+}

@@ -164,6 +164,9 @@ func Run(ctx context.Context, s Scenario, cmd Command, opts Options) Result {
 		}
 		f = Fail(Stall, "scenario", got+time.Since(start).Round(100*time.Millisecond).String(), "done", "")
 	}
+	if f == nil {
+		f = e.checkLeaks()
+	}
 	e.stopServers()
 	return Result{
 		Scenario: s.Name,

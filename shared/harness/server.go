@@ -55,6 +55,8 @@ type Server struct {
 	exited chan struct{}
 	status error // cmd.Wait's result, valid once exited is closed
 
+	fds0, threads0 int // open fds and OS threads once ready: the leak check's baseline
+
 	stdout     *os.File      // our end of the server's stdout
 	stdoutDone chan struct{} // closed when readStdout has copied the last byte
 }
@@ -133,6 +135,10 @@ func start(ctx context.Context, c Command, args []string, out io.Writer) (*Serve
 			"listening on HOST:PORT", "print the ready line (and flush stdout) as soon as the socket listens")
 	}
 	s.pid = listenerOwner(cmd.Process.Pid, s.addr)
+	// What the server holds at rest, for the leak check after the
+	// scenario; zero (no check) if /proc cannot say.
+	s.fds0, _ = s.OpenFDs()
+	s.threads0, _ = s.Threads()
 	return s, nil
 }
 
