@@ -3,28 +3,38 @@
 package main
 
 import (
-	"errors"
-	"os"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
 )
 
 // The contract's shutdown: after SIGINT or SIGTERM, open connections get
-// grace to be read and answered; hardStop is the last moment the server
-// still waits for a write that a client is not reading, to exit by 2 s.
+// grace to be read and answered, then drain (see drain). By drainStop
+// every connection is closed, lingering or not, so that serve returns and
+// the process exits 0 inside the contract's 2 s. hardStop is main's last
+// resort, for a thread stuck writing to a client that does not read.
 const (
-	grace    = 1 * time.Second
-	hardStop = 1800 * time.Millisecond
+	grace     = 1 * time.Second
+	drainStop = 1600 * time.Millisecond
+	hardStop  = 1800 * time.Millisecond
 )
 
-// Accept failures for lack of fds are retried after a pause that doubles up
-// to a second, as net/http does: retrying at once would spin the CPU until
-// a connection closes.
+// lingerTimeout is how long a draining connection (see drain) waits for
+// its client to close: long enough for a client that reads to take the
+// replies in flight and see EOF. A client that neither reads nor closes is
+// dropped at the end, and gets its RST after all.
+const lingerTimeout = 2 * time.Second
+
+// A paused accept (see pauseAccept) is retried after minAcceptBackoff,
+// then twice as long after each failure in a row, up to maxAcceptBackoff:
+// soon enough to use an fd as it frees, rarely enough not to keep a
+// machine that is out of fds busy too. net/http's Server.Serve backs off
+// the same way, from 5 ms to 1 s.
 const (
-	minAcceptBackoff = 5 * time.Millisecond
+	minAcceptBackoff = 10 * time.Millisecond
 	maxAcceptBackoff = 1 * time.Second
 )
 
@@ -33,11 +43,23 @@ type server struct {
 	lfd  int
 	addr string
 
-	wg sync.WaitGroup // one per connection being served (thread model)
+	wg sync.WaitGroup // one per connection served on a thread of its own
 
-	mu       sync.Mutex
-	conns    map[int]bool // fds being served, for shutdown to reach them
-	stopping bool
+	// conns is every connection accepted and not yet closed, for endGrace
+	// to reach them from its timer's goroutine; live is its size, for
+	// main's hard stop.
+	mu    sync.Mutex
+	conns map[int]*conn
+	live  atomic.Int64
+
+	// acceptBackoff is the last pause after accept failed (see
+	// pauseAccept); zero after an accept that worked. Only serve's thread
+	// touches it.
+	acceptBackoff time.Duration
+
+	stopping  atomic.Bool // set by shutdown: accept's EINVAL means stop
+	graceOver atomic.Bool // set by endGrace: every connection drains
+	stopBy    time.Time   // guarded by mu; once stopping, every connection is closed by then
 }
 
 func newServer(cfg config) (*server, error) {
@@ -45,7 +67,7 @@ func newServer(cfg config) (*server, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &server{cfg: cfg, lfd: lfd, addr: addr, conns: map[int]bool{}}, nil
+	return &server{cfg: cfg, lfd: lfd, addr: addr, conns: map[int]*conn{}}, nil
 }
 
 // serve accepts clients until shutdown and returns once every connection
@@ -54,73 +76,96 @@ func newServer(cfg config) (*server, error) {
 // but unanswered, for as long as the first stays.
 func (s *server) serve() error {
 	defer unix.Close(s.lfd)
-	backoff := time.Duration(0)
+	// The serial model serves on this very thread, which endGrace may have
+	// to interrupt: the goroutine must not move to another.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	for {
 		fd, sa, err := accept(s.lfd)
 		switch {
 		case err == nil:
-			backoff = 0
-		case s.isStopping():
+			s.acceptBackoff = 0
+		case s.stopping.Load():
 			s.wg.Wait()
 			return nil
-		case errors.Is(err, unix.EMFILE) || errors.Is(err, unix.ENFILE):
-			backoff = min(max(2*backoff, minAcceptBackoff), maxAcceptBackoff)
-			trace.Printf("accept: %v; retrying in %v", err, backoff)
-			time.Sleep(backoff)
+		case connAborted(err):
+			if tracing {
+				trace.Printf("accept: %v", err) // the client gave up while queued
+			}
 			continue
-		case errors.Is(err, unix.ECONNABORTED):
-			continue // the client gave up while queued: nothing to serve
 		default:
-			return err
-		}
-		trace.Printf("accept fd=%d from %s", fd, sockaddrString(sa))
-		if s.cfg.model == "serial" {
-			s.handle(fd)
+			s.pauseAccept(err)
 			continue
 		}
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
+		// Registered here, before its thread starts, so that endGrace
+		// reaches it however late that thread runs.
+		c := s.register(fd, sa)
+		if s.cfg.model == "serial" {
+			s.serveConn(c)
+			continue
+		}
+		s.wg.Go(func() {
 			// One OS thread per client, as a C server would pthread_create:
 			// the goroutine never leaves this thread, and the thread ends
 			// with it.
 			runtime.LockOSThread()
-			s.handle(fd)
-		}()
+			s.serveConn(c)
+		})
 	}
 }
 
+// accept is accept4(2) with EINTR retried. The error is the bare errno,
+// for the caller to sort out: most accept errors are no news to report.
 func accept(lfd int) (fd int, sa unix.Sockaddr, err error) {
 	err = ignoringEINTR(func() error {
-		fd, sa, err = unix.Accept4(lfd, unix.SOCK_CLOEXEC)
+		fd, sa, err = accept4(lfd, unix.SOCK_CLOEXEC)
 		return err
 	})
-	return fd, sa, os.NewSyscallError("accept4", err)
+	return fd, sa, err
 }
 
-// track records fd as served, unless shutdown has already ended the grace
-// period for everyone.
-func (s *server) track(fd int) {
+// register makes a newly accepted fd a connection of the server's. A
+// connection registered after grace is over is drained by its first turn
+// (see expire): endGrace, which ran before, did not see it.
+func (s *server) register(fd int, sa unix.Sockaddr) *conn {
+	if tracing {
+		trace.Printf("accept fd=%d from %s", fd, sockaddrString(sa))
+	}
+	c := newConn(fd, s.cfg)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.conns[fd] = true
+	s.conns[fd] = c
+	s.live.Add(1)
+	return c
 }
 
-// untrack must run before close(fd): once the number is closed the kernel
-// may hand it to a new connection, and shutdown must never reach that one.
-func (s *server) untrack(fd int) {
+// pauseAccept sleeps after accept failed for want of a resource: short of
+// fds (EMFILE, ENFILE) or memory (ENOBUFS, ENOMEM), or refused (EPERM).
+// The connection stays in the backlog, so accepting again at once would
+// fail again at once: a spin.
+func (s *server) pauseAccept(err error) {
+	s.acceptBackoff = min(max(2*s.acceptBackoff, minAcceptBackoff), maxAcceptBackoff)
+	trace.Printf("accept: %v; accepting again in %v", err, s.acceptBackoff)
+	time.Sleep(s.acceptBackoff)
+}
+
+// closeConn closes c. It leaves the table first: once the number is
+// closed the kernel may hand it to a new connection, and endGrace must
+// never reach that one through c.
+func (s *server) closeConn(c *conn, why string) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	delete(s.conns, fd)
+	delete(s.conns, c.fd)
+	s.mu.Unlock()
+	unix.Close(c.fd)
+	c.state = closed
+	s.live.Add(-1)
+	if tracing {
+		trace.Printf("close fd=%d (%s)", c.fd, why)
+	}
 }
 
-func (s *server) isStopping() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.stopping
-}
-
-// shutdown stops accepting at once and ends open connections after grace.
+// shutdown stops accepting at once and ends grace for open connections
+// when its time comes.
 //
 // Closing the listening fd would not do: on Linux, close() only drops the
 // descriptor table's reference, and the thread blocked in accept() holds
@@ -128,23 +173,57 @@ func (s *server) isStopping() bool {
 // on the socket itself and wakes it with EINVAL.
 func (s *server) shutdown() {
 	s.mu.Lock()
-	s.stopping = true
+	s.stopBy = time.Now().Add(drainStop)
 	s.mu.Unlock()
+	s.stopping.Store(true)
 	if err := unix.Shutdown(s.lfd, unix.SHUT_RD); err != nil {
 		trace.Printf("shutdown listener: %v", err)
 	}
-	// A read blocked on a client that says nothing returns 0 once its
-	// socket is shut for reading: the handler takes that as the end of
-	// input, sends what it owes and closes. A write blocked on a client
-	// that does not read fails once the socket is shut for writing too.
-	time.AfterFunc(grace, func() { s.shutdownConns(unix.SHUT_RD) })
-	time.AfterFunc(hardStop, func() { s.shutdownConns(unix.SHUT_RDWR) })
+	time.AfterFunc(grace, s.endGrace)
 }
 
-func (s *server) shutdownConns(how int) {
+// endGrace makes every connection drain. Their threads are blocked in
+// read, most likely, until the client sends; so each socket gets a read
+// timeout (SO_RCVTIMEO) that has already run out, and each thread in read
+// a signal. The signal interrupts the read, and the kernel restarts it
+// (SIGURG, the runtime's own preemption signal, is installed with
+// SA_RESTART), but as a new read: one that sees the timeout, fails with
+// EAGAIN, and lets its thread find grace over. A thread blocked in write
+// is left alone: it cannot drain before its write is done, and if the
+// client never reads, that is what main's hard stop is for.
+//
+// shutdown(SHUT_RD) would wake the reads too, but it would ruin the drain
+// that follows: once a socket is shut both ways, the kernel answers any
+// byte the client still sends with a RST, and a RST throws away every
+// reply still on its way.
+func (s *server) endGrace() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for fd := range s.conns {
-		unix.Shutdown(fd, how)
+	s.graceOver.Store(true)
+	for _, c := range s.conns {
+		if err := setReadTimeout(c.fd, 0); err != nil {
+			trace.Printf("fd=%d: %v", c.fd, err)
+		}
+		if c.tid != 0 && c.reading.Load() {
+			if err := interrupt(c.tid); err != nil {
+				trace.Printf("fd=%d: %v", c.fd, err)
+			}
+		}
 	}
+}
+
+// stopDeadline is when shutdown wants every connection closed, or zero
+// before shutdown.
+func (s *server) stopDeadline() time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stopBy
+}
+
+// earlier is the sooner of two deadlines, where zero means none.
+func earlier(a, b time.Time) time.Time {
+	if a.IsZero() || (!b.IsZero() && b.Before(a)) {
+		return b
+	}
+	return a
 }

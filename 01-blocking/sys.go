@@ -73,6 +73,11 @@ func sockaddrString(sa unix.Sockaddr) string {
 	return "?"
 }
 
+// accept4 is unix.Accept4, a variable so that tests can make accept fail
+// the ways a busy machine does (EMFILE, ENOBUFS), as internal/poll's
+// Accept4Func lets the net package's tests do.
+var accept4 = unix.Accept4
+
 // ignoringEINTR retries a system call that a signal interrupted. Go's
 // runtime sends signals to threads to preempt goroutines, so EINTR is not
 // rare here; with SA_RESTART most blocking calls restart by themselves, but
@@ -86,13 +91,15 @@ func ignoringEINTR(fn func() error) error {
 	}
 }
 
-// readFD is read(2) with EINTR retried.
+// readFD is read(2) with EINTR retried. The error is the bare errno:
+// wrapping allocates, and the read path must not (TestHandleAllocs); the
+// caller names the syscall when an error ends the connection.
 func readFD(fd int, p []byte) (n int, err error) {
 	err = ignoringEINTR(func() error {
 		n, err = unix.Read(fd, p)
 		return err
 	})
-	return n, os.NewSyscallError("read", err)
+	return n, err
 }
 
 // writeAll writes all of p. A blocking write may still take only part of p
@@ -107,18 +114,50 @@ func writeAll(fd int, p []byte) error {
 		if err != nil {
 			return os.NewSyscallError("write", err)
 		}
-		trace.Printf("write fd=%d n=%d", fd, n)
+		if tracing {
+			trace.Printf("write fd=%d n=%d", fd, n)
+		}
 		p = p[n:]
 	}
 	return nil
 }
 
+// setReadTimeout sets SO_RCVTIMEO: a blocking read that waits d without
+// data fails with EAGAIN. Zero would mean no timeout at all, so d is at
+// least the kernel's smallest, a microsecond (rounded up to a tick): a
+// read that has run out at once.
+func setReadTimeout(fd int, d time.Duration) error {
+	tv := unix.NsecToTimeval(max(d, time.Microsecond).Nanoseconds())
+	return os.NewSyscallError("setsockopt", unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv))
+}
+
+// interrupt sends SIGURG to thread tid of this process. Go's runtime
+// uses SIGURG to preempt goroutines and ignores one it did not ask for;
+// the thread, if blocked in a system call, is interrupted.
+func interrupt(tid int) error {
+	return os.NewSyscallError("tgkill", unix.Tgkill(unix.Getpid(), tid, unix.SIGURG))
+}
+
+// connAborted reports whether accept failed for the connection it would
+// have returned, not for the server: the client gave up while queued
+// (ECONNABORTED), or Linux passed on a network error pending on the new
+// socket (see accept(2), "Error handling"). The next connection may be
+// fine.
+func connAborted(err error) bool {
+	switch err {
+	case unix.ECONNABORTED, unix.EPROTO, unix.ENETDOWN, unix.ENOPROTOOPT, unix.EHOSTDOWN,
+		unix.ENONET, unix.EHOSTUNREACH, unix.EOPNOTSUPP, unix.ENETUNREACH:
+		return true
+	}
+	return false
+}
+
 // initRuntimePoller makes Go's runtime open its own poller (an epoll fd
 // and an eventfd) now. Chapters never use package net, so the runtime does
-// that lazily, the first time a timer is set, which here is the first
-// accept backoff or the shutdown timers. If that first time comes when the
-// process has run out of fds, the runtime dies with "netpollinit failed":
-// the `fd-limit` scenario found it.
+// that lazily, the first time a timer is set, which here is the shutdown
+// timers. If that first time comes when the process has run out of fds,
+// the runtime dies with "netpollinit failed": the `fd-limit` scenario found
+// it.
 func initRuntimePoller() {
 	time.AfterFunc(time.Hour, func() {}).Stop()
 }
