@@ -3,16 +3,23 @@
 package main
 
 import (
+	"bufio"
+	"bytes"
 	"errors"
+	"io"
+	"net"
 	"os"
+	"os/exec"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 
 	"reactorlab/shared/harness"
+	"reactorlab/shared/protocol"
 )
 
 func TestMain(m *testing.M) { os.Exit(harness.Main(m)) }
@@ -29,19 +36,19 @@ var expectations = map[string]harness.Expectations{
 			"the second client waits in the listen backlog until the first disconnects"),
 		"many": harness.Limited(harness.Stall, "one line on each of 1,100",
 			"one connection is served; 1,099 wait in the backlog"),
+		"pipeline": harness.Limited(harness.Stall, "reply 1 of 200 pipelined lines",
+			"connection 1 is served to the end while the other 19 wait in the backlog"),
 		"bulk": harness.Passes(),
 		"slow-reader": harness.Limited(harness.Stall, "another client, while one floods",
 			"the server is busy with the client that never reads, so nobody else is served"),
 		"close":      harness.Passes(),
 		"half-close": harness.Passes(),
 		"long-line":  harness.Passes(),
-		"linger": harness.Limited(harness.Refused, "lines sent before one over -max-line",
-			"closes with the client's input unread after the error line: RST throws away replies not yet sent"),
+		"linger":     harness.Passes(),
 		"idle": harness.Limited(harness.Stall, "reply to idle client 2 of 10",
 			"the server reads client 1 and nobody else, so only one of ten idle clients is ever registered"),
-		"shutdown": harness.Passes(),
-		"unfinished": harness.Limited(harness.Wrong, "the end of the stream after SIGTERM",
-			"answers the unfinished rest of the input at shutdown as if the client had half-closed"),
+		"shutdown":   harness.Passes(),
+		"unfinished": harness.Passes(),
 		"fd-limit": harness.Limited(harness.Stall, "fds taken while",
 			"one client at a time never takes the fds its limit allows, so accept never meets EMFILE"),
 	},
@@ -51,18 +58,17 @@ var expectations = map[string]harness.Expectations{
 		"echo":        harness.Passes(),
 		"concurrent":  harness.Passes(),
 		"many":        harness.Passes(),
+		"pipeline":    harness.Passes(),
 		"bulk":        harness.Passes(),
 		"slow-reader": harness.Passes(),
 		"close":       harness.Passes(),
 		"half-close":  harness.Passes(),
 		"long-line":   harness.Passes(),
-		"linger": harness.Limited(harness.Refused, "lines sent before one over -max-line",
-			"closes with the client's input unread after the error line: RST throws away replies not yet sent"),
-		"idle":     harness.Passes(),
-		"shutdown": harness.Passes(),
-		"unfinished": harness.Limited(harness.Wrong, "the end of the stream after SIGTERM",
-			"answers the unfinished rest of the input at shutdown as if the client had half-closed"),
-		"fd-limit": harness.Passes(),
+		"linger":      harness.Passes(),
+		"idle":        harness.Passes(),
+		"shutdown":    harness.Passes(),
+		"unfinished":  harness.Passes(),
+		"fd-limit":    harness.Passes(),
 	},
 }
 
@@ -199,5 +205,234 @@ func TestStage(t *testing.T) {
 				t.Errorf("-model %s, stage %d scenario %s: declared %q, want %q", model, stage, s.Name, got, harness.Pass)
 			}
 		}
+	}
+}
+
+// runServer runs the chapter's server in this process on 127.0.0.1:0 and
+// shuts it down when the test ends.
+func runServer(t *testing.T, cfg config) *server {
+	t.Helper()
+	cfg.addr = "127.0.0.1:0"
+	s, err := newServer(cfg)
+	require.NoError(t, err)
+	done := make(chan error, 1)
+	go func() { done <- s.serve() }()
+	t.Cleanup(func() {
+		s.shutdown()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("serve: %v", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Errorf("serve still running 5 s after shutdown")
+		}
+	})
+	return s
+}
+
+// dialServer connects a client to s, closed when the test ends.
+func dialServer(t *testing.T, s *server) *net.TCPConn {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", s.addr, 5*time.Second)
+	require.NoError(t, err)
+	t.Cleanup(func() { c.Close() })
+	return c.(*net.TCPConn)
+}
+
+// TestNoRepliesLostAfterError is the data loss of closing with input
+// unread: the kernel answers the client's next bytes with a RST, and a RST
+// throws away every reply still in flight. The client pipelines 2,000
+// lines and one over -max-line, then keeps sending; it must read every
+// reply, then the error line, then EOF.
+func TestNoRepliesLostAfterError(t *testing.T) {
+	for _, model := range models {
+		t.Run(model, func(t *testing.T) {
+			const lines, maxLine = 2000, 1024
+			s := runServer(t, config{mode: protocol.Stamp, maxLine: maxLine, model: model})
+			c := dialServer(t, s)
+
+			line := append(bytes.Repeat([]byte("a"), 500), '\n')
+			req := append(bytes.Repeat(line, lines), bytes.Repeat([]byte("x"), 2*maxLine)...)
+			req = append(req, '\n')
+			go func() {
+				// Until the test closes c: a client that has not read the
+				// error line yet has no reason to stop.
+				c.SetWriteDeadline(time.Now().Add(10 * time.Second))
+				if _, err := c.Write(req); err != nil {
+					return
+				}
+				junk := bytes.Repeat([]byte("j"), 4<<10)
+				for {
+					if _, err := c.Write(junk); err != nil {
+						return
+					}
+				}
+			}()
+
+			c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			r := bufio.NewReader(c)
+			for i := range lines {
+				got, err := r.ReadBytes('\n')
+				if err != nil {
+					t.Fatalf("reply %d of %d: %v", i+1, lines, err)
+				}
+				if !bytes.Contains(got, []byte("server reply: "+string(line))) {
+					t.Fatalf("reply %d of %d = %.60q..., want a reply to the 500-byte line", i+1, lines, got)
+				}
+			}
+			got, err := r.ReadBytes('\n')
+			if err != nil || !bytes.HasPrefix(got, []byte("error: ")) {
+				t.Fatalf("after %d replies: %q, %v; want the error line", lines, got, err)
+			}
+			if b, err := r.ReadByte(); err != io.EOF {
+				t.Fatalf("after the error line: byte %q, error %v; want EOF", b, err)
+			}
+		})
+	}
+}
+
+// TestUnfinishedLineAtShutdown: at the end of grace, a line the client
+// has not finished is dropped, not answered: only the client's FIN makes
+// an unterminated last line a line. The client gets its one reply, then
+// EOF.
+func TestUnfinishedLineAtShutdown(t *testing.T) {
+	for _, model := range models {
+		t.Run(model, func(t *testing.T) {
+			s := runServer(t, config{mode: protocol.Stamp, maxLine: protocol.DefaultMaxLine, model: model})
+			c := dialServer(t, s)
+			_, err := c.Write([]byte("hello\nhalf-a-li"))
+			require.NoError(t, err)
+			c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			r := bufio.NewReader(c)
+			got, err := r.ReadBytes('\n')
+			if err != nil || !bytes.HasSuffix(got, []byte("server reply: hello\n")) {
+				t.Fatalf("first reply: %q, %v; want the reply to hello", got, err)
+			}
+			s.shutdown()
+			rest, err := io.ReadAll(r)
+			if err != nil || len(rest) != 0 {
+				t.Errorf("after shutdown: %q, %v; want EOF and nothing else", rest, err)
+			}
+		})
+	}
+}
+
+// TestLateBytesAfterGraceEnd: at the end of grace the server shuts its
+// write side and lingers, reading and dropping what the client still
+// sends until the client closes. A socket shut for reading as well (the
+// easy way to wake a thread blocked in read) would answer those bytes with
+// a RST instead, and a RST throws away every reply still on its way.
+func TestLateBytesAfterGraceEnd(t *testing.T) {
+	for _, model := range models {
+		t.Run(model, func(t *testing.T) {
+			s := runServer(t, config{mode: protocol.Stamp, maxLine: protocol.DefaultMaxLine, model: model})
+			c := dialServer(t, s)
+			_, err := c.Write([]byte("hello\n"))
+			require.NoError(t, err)
+			c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			r := bufio.NewReader(c)
+			_, err = r.ReadBytes('\n')
+			require.NoError(t, err)
+			s.shutdown()
+			if b, err := r.ReadByte(); err != io.EOF {
+				t.Fatalf("after shutdown: byte %q, error %v; want EOF", b, err)
+			}
+			// The server has shut its write side. Bytes sent now must be
+			// read and dropped: a RST would make a later write fail.
+			junk := bytes.Repeat([]byte("late line\n"), 100)
+			c.SetWriteDeadline(time.Now().Add(time.Second))
+			for end := time.Now().Add(200 * time.Millisecond); time.Now().Before(end); {
+				if _, err := c.Write(junk); err != nil {
+					t.Fatalf("write after the server's FIN: %v; want the server to drop the bytes, not reset", err)
+				}
+			}
+		})
+	}
+}
+
+// TestRegisteredAfterGraceEnds: a connection accepted as grace ends, whose
+// thread starts only after endGrace has swept the table, must still be
+// drained; a thread left blocked in read would keep serve, and the
+// process, from ever returning.
+func TestRegisteredAfterGraceEnds(t *testing.T) {
+	s := runServer(t, config{mode: protocol.Stamp, maxLine: protocol.DefaultMaxLine, model: "thread"})
+	s.endGrace()
+	c := dialServer(t, s)
+	c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	if b, err := bufio.NewReader(c).ReadByte(); err != io.EOF {
+		t.Errorf("a connection accepted after grace: byte %q, error %v; want EOF at once", b, err)
+	}
+}
+
+// failAccept makes every accept fail with errno until the test ends.
+func failAccept(t *testing.T, errno unix.Errno) {
+	t.Helper()
+	accept4 = func(int, int) (int, unix.Sockaddr, error) { return -1, nil, errno }
+	t.Cleanup(func() { accept4 = unix.Accept4 })
+}
+
+// TestHandleAllocs: with -v off, one read's work (read a request, answer
+// it) allocates nothing: tracing must not build its arguments, and the
+// errors the hot path meets must not be wrapped until they end something.
+func TestHandleAllocs(t *testing.T) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	require.NoError(t, err)
+	t.Cleanup(func() { unix.Close(fds[0]); unix.Close(fds[1]) })
+	cfg := config{mode: protocol.Echo, maxLine: protocol.DefaultMaxLine}
+	s := &server{cfg: cfg, lfd: -1, conns: map[int]*conn{}}
+	c := newConn(fds[0], cfg)
+	s.conns[c.fd] = c
+	req := bytes.Repeat([]byte("x"), 300) // a read's n above 255 would box
+	reply := make([]byte, 2*len(req))
+	buf := make([]byte, readSize)
+	allocs := testing.AllocsPerRun(100, func() {
+		unix.Write(fds[1], req)
+		s.handle(c, buf)
+		if n, err := unix.Read(fds[1], reply); n != len(req) || err != nil {
+			t.Fatalf("echo: read %d bytes, %v; want %d", n, err, len(req))
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("allocations per read in echo mode, tracing off = %v, want 0", allocs)
+	}
+}
+
+// TestHardStopFails: a thread stuck writing to a client that never reads
+// cannot finish; the hard stop that ends the process must not report
+// success.
+func TestHardStopFails(t *testing.T) {
+	for _, model := range models {
+		t.Run(model, func(t *testing.T) {
+			s := harness.StartServer(t, harness.Build(t, "."), "-model", model)
+			c, err := net.DialTimeout("tcp", s.Addr(), 5*time.Second)
+			require.NoError(t, err)
+			t.Cleanup(func() { c.Close() })
+			// Flood until the server stops taking bytes: it is blocked
+			// writing. Short lines make each read's replies 20 times its
+			// size, more than one write interrupted by endGrace can
+			// finish with.
+			chunk := bytes.Repeat([]byte("x\n"), 32<<10)
+			for sent := 0; ; sent += len(chunk) {
+				c.SetWriteDeadline(time.Now().Add(500 * time.Millisecond))
+				if _, err := c.Write(chunk); err != nil {
+					break
+				}
+				require.Less(t, sent, 1<<30, "the server took 1 GiB without blocking")
+			}
+			require.NoError(t, s.Signal(unix.SIGTERM))
+			select {
+			case <-s.Exited():
+			case <-time.After(5 * time.Second):
+				t.Fatal("still running 5 s after SIGTERM")
+			}
+			var exit *exec.ExitError
+			if err := s.ExitStatus(); !errors.As(err, &exit) || exit.ExitCode() != 1 {
+				t.Errorf("exit status after a hard stop: %v, want exit status 1", err)
+			}
+			if out := s.Output(); !strings.Contains(out, "connections abandoned: 1") {
+				t.Errorf("stderr after a hard stop: %q, want it to say 1 connection was abandoned", out)
+			}
+		})
 	}
 }
