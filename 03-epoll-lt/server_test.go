@@ -40,6 +40,7 @@ var expectations = harness.Expectations{
 	"close":      harness.Passes(),
 	"half-close": harness.Passes(),
 	"long-line":  harness.Passes(),
+	"hostile":    harness.Passes(),
 	"linger":     harness.Passes(),
 	"idle":       harness.Passes(),
 	"shutdown":   harness.Passes(),

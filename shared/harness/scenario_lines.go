@@ -78,6 +78,9 @@ func runFraming(e *Env) error {
 // reply was missing or carried the wrong line; a malformed reply keeps the
 // format hint ExpectReply chose.
 func explain(err error, hint string) error {
+	if err == nil {
+		return nil
+	}
 	f := AsFailure(err)
 	if f.Kind == Stall || f.Kind == Refused || strings.HasPrefix(f.Want, "reply to") {
 		f.Hint = hint

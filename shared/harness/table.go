@@ -33,6 +33,8 @@ var table = []Scenario{
 		What: "1,000 lines then shutdown(SHUT_WR): all 1,000 replies, then EOF"},
 	{Name: "long-line", Stage: 1, Run: runLongLine,
 		What: "a line of exactly -max-line is answered; one over it gets an error: line, then close; others unaffected"},
+	{Name: "hostile", Stage: 1, Run: runHostile,
+		What: "random bytes as lines (NUL, 0xff, a lone \\r, empty lines, lines at the limit) answered as the protocol says, megabytes with no newline refused, a neighbour untouched"},
 	{Name: "linger", Stage: 1, Run: runLinger,
 		What: "lines pipelined before a line over -max-line, the client still sending: every reply owed arrives before the error: line and the close"},
 	{Name: "idle", Stage: 2, Run: runIdle,
