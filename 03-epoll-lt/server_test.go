@@ -38,6 +38,7 @@ var expectations = harness.Expectations{
 	"slow-reader": harness.Limited(harness.Stall, "another client, while one floods",
 		"the loop blocks in write() to the client that never reads, and every other client waits"),
 	"close":      harness.Passes(),
+	"faults":     harness.Passes(),
 	"half-close": harness.Passes(),
 	"long-line":  harness.Passes(),
 	"hostile":    harness.Passes(),

@@ -41,6 +41,7 @@ var expectations = harness.Expectations{
 	"slow-reader": harness.Limited(harness.Stall, "another client, while one floods",
 		"the loop waits in poll() until the client that never reads makes room, and every other client waits"),
 	"close":      harness.Passes(),
+	"faults":     harness.Passes(),
 	"half-close": harness.Passes(),
 	"long-line":  harness.Passes(),
 	"hostile":    harness.Passes(),

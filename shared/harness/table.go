@@ -29,6 +29,8 @@ var table = []Scenario{
 		What: "one client floods and never reads, in stamp mode and in echo mode; others are still answered within 1 s; server memory stays bounded"},
 	{Name: "close", Stage: 1, Run: runClose,
 		What: "FIN, RST and connect-then-vanish clients leave no fd behind; serving goes on"},
+	{Name: "faults", Stage: 1, Run: runFaults,
+		What: "a reset in the middle of an 8 MiB reply, a client gone while the server writes, 2,000 connect-then-close clients: each then a fresh client served, no fd or thread left behind"},
 	{Name: "half-close", Stage: 1, Run: runHalfClose,
 		What: "1,000 lines then shutdown(SHUT_WR): all 1,000 replies, then EOF"},
 	{Name: "long-line", Stage: 1, Run: runLongLine,
