@@ -4,18 +4,38 @@ package main
 
 import (
 	"errors"
+	"os"
+	"time"
 
 	"golang.org/x/sys/unix"
 
 	"reactorlab/shared/protocol"
 )
 
+// connState is where a connection is in its life. The loop reads open and
+// draining connections alike; only what it does with the bytes differs.
+type connState int
+
+const (
+	open     connState = iota // reading requests and answering them
+	draining                  // write side shut; discarding input until EOF or the deadline
+	closed                    // fd closed; a list that still holds the conn skips it
+)
+
+func (st connState) String() string {
+	return [...]string{open: "open", draining: "draining", closed: "closed"}[st]
+}
+
 // conn is one client's state between events: its protocol session (which
-// holds an unfinished line) and the reply buffer, reused from read to read.
+// holds an unfinished line), the reply buffer, reused from read to read,
+// and where it is in its life.
 type conn struct {
-	fd   int
-	sess *protocol.Session
-	out  []byte
+	fd    int
+	sess  *protocol.Session
+	out   []byte
+	state connState
+
+	deadline time.Time // while draining: close then, even if the client still sends
 }
 
 func newConn(fd int, cfg config) *conn {
@@ -41,31 +61,79 @@ func (s *server) handle(c *conn, revents int16, buf []byte) {
 	n, err := readFD(c.fd, buf)
 	switch {
 	case err != nil:
-		s.closeConn(c, err.Error()) // ECONNRESET: gone, owed or not
+		// ECONNRESET: gone, owed or not.
+		s.closeConn(c, os.NewSyscallError("read", err).Error())
 		return
 	case n == 0:
-		s.finish(c, "EOF")
+		s.finish(c)
 		return
 	}
-	trace.Printf("read fd=%d n=%d", c.fd, n)
+	if tracing {
+		trace.Printf("read fd=%d n=%d", c.fd, n)
+	}
+	s.input(c, buf[:n])
+}
+
+// input answers the complete lines in p, or drops p once c is draining:
+// the server has stopped listening, and reads only so that the kernel has
+// no unread bytes to answer with a RST.
+func (s *server) input(c *conn, p []byte) {
+	if c.state != open {
+		return
+	}
 	var perr error
-	c.out, perr = c.sess.Input(c.out[:0], buf[:n])
-	// A blocking write: while it waits for a client that does not read,
-	// every other client waits too. Chapter 07 fixes that.
-	if err := writeAll(c.fd, c.out); err != nil {
-		s.closeConn(c, err.Error())
-		return
-	}
+	c.out, perr = c.sess.Input(c.out[:0], p)
+	s.send(c, c.out)
 	if errors.Is(perr, protocol.ErrClosing) {
-		s.closeConn(c, "line too long")
+		s.drain(c, "line too long")
 	}
 }
 
-// finish answers a last line that had no '\n' and closes: the client has
-// half-closed, or shutdown's grace is over.
-func (s *server) finish(c *conn, why string) {
-	if err := writeAll(c.fd, c.sess.EOF(c.out[:0])); err != nil {
-		why = err.Error()
+// send writes p to c and returns once the kernel has taken all of it: a
+// blocking write, and while it waits for a client that does not read,
+// every other client waits too (chapter 07 gives c a send buffer
+// instead). A write that fails (EPIPE, ECONNRESET) means the client is
+// gone: close at once.
+func (s *server) send(c *conn, p []byte) {
+	if err := writeAll(c.fd, p); err != nil {
+		s.closeConn(c, err.Error())
 	}
-	s.closeConn(c, why)
+}
+
+// drain ends a conversation the server ends and the client may not: after
+// an error line, or at the end of grace. close(2) now would lose replies:
+// with input unread the kernel answers with a RST, and a RST throws away
+// every byte still on its way. So every reply owed goes first (send has
+// already waited for the kernel to take them), then shutdown(SHUT_WR) puts
+// a FIN behind them, so the client reads them all and then EOF; and c
+// lingers, dropping what the client still sends, until the client closes
+// too (read returns 0) or c's deadline passes. drain is the one way out of
+// open: a send buffer (chapter 07) will have to empty first, here.
+func (s *server) drain(c *conn, why string) {
+	if c.state != open {
+		return
+	}
+	if err := unix.Shutdown(c.fd, unix.SHUT_WR); err != nil {
+		s.closeConn(c, os.NewSyscallError("shutdown", err).Error())
+		return
+	}
+	c.state = draining
+	c.deadline = earlier(time.Now().Add(lingerTimeout), s.stopBy)
+	s.lingering = append(s.lingering, c)
+	if tracing {
+		trace.Printf("drain fd=%d (%s): write side shut, dropping input until EOF or %s",
+			c.fd, why, c.deadline.Format("15:04:05.000000"))
+	}
+}
+
+// finish ends c after the client's FIN. A last line without '\n' is a line
+// now (the client said it is done) and is answered before the close. The
+// client sends nothing more, so nothing is left unread to linger for.
+func (s *server) finish(c *conn) {
+	if c.state == open {
+		s.send(c, c.sess.EOF(c.out[:0]))
+	}
+	if c.state != closed {
+		s.closeConn(c, "EOF")
+	}
 }

@@ -3,9 +3,7 @@
 package main
 
 import (
-	"errors"
 	"fmt"
-	"os"
 	"sync/atomic"
 	"time"
 
@@ -13,11 +11,30 @@ import (
 )
 
 // The contract's shutdown: after SIGINT or SIGTERM, open connections get
-// grace to be read and answered; hardStop is when main gives up on a loop
-// stuck in a blocking write, to exit by 2 s.
+// grace to be read and answered, then drain (see drain). By drainStop
+// every connection is closed, lingering or not, so that the loop returns
+// and the process exits 0 inside the contract's 2 s. hardStop is main's
+// last resort, for a loop stuck writing to a client that does not read.
 const (
-	grace    = 1 * time.Second
-	hardStop = 1800 * time.Millisecond
+	grace     = 1 * time.Second
+	drainStop = 1600 * time.Millisecond
+	hardStop  = 1800 * time.Millisecond
+)
+
+// lingerTimeout is how long a draining connection (see drain) waits for
+// its client to close: long enough for a client that reads to take the
+// replies in flight and see EOF. A client that neither reads nor closes is
+// dropped at the end, and gets its RST after all.
+const lingerTimeout = 2 * time.Second
+
+// A paused accept (see pauseAccept) is retried after minAcceptBackoff,
+// then twice as long after each failure in a row, up to maxAcceptBackoff:
+// soon enough to use an fd as it frees, rarely enough not to keep a
+// machine that is out of fds busy too. net/http's Server.Serve backs off
+// the same way, from 5 ms to 1 s.
+const (
+	minAcceptBackoff = 10 * time.Millisecond
+	maxAcceptBackoff = 1 * time.Second
 )
 
 // readSize is one read's worth. The loop reads into one buffer shared by
@@ -32,15 +49,32 @@ type server struct {
 
 	// conns is all the loop knows about what it watches: select and poll
 	// remember nothing between calls, so every wait is built from this
-	// table. Only the loop goroutine touches it.
+	// table. Only the loop goroutine touches it; live is its size, for
+	// main's hard stop, which cannot ask the loop.
 	conns map[int]*conn
+	live  atomic.Int64
 
-	// pfds is poll's array, rebuilt before every wait; it is kept between
-	// waits only so that rebuilding it allocates nothing.
-	pfds []unix.PollFd
+	// pfds is poll's array and fired the fds a wait found ready, both
+	// rebuilt on every wait; they are kept between waits only so that
+	// rebuilding them allocates nothing.
+	pfds  []unix.PollFd
+	fired []ready
 
-	// acceptPaused: accept failed for lack of fds, so the listener is left
-	// out of the wait until a connection closes (see acceptOne).
+	// lingering holds the draining connections in the order they began
+	// to drain. Each deadline is lingerTimeout after its start, or stopBy
+	// if sooner, so that order is also deadline order: the first is the
+	// next to expire. One that closed early stays until its deadline,
+	// marked closed.
+	lingering []*conn
+
+	// acceptRetry: accept failed for want of fds or memory, and accepting
+	// is paused until then or until a connection closes, whichever comes
+	// first (see pauseAccept); zero while accepting. acceptBackoff is the
+	// pause that set it.
+	acceptRetry   time.Time
+	acceptBackoff time.Duration
+
+	// acceptPaused: the next waits leave the listener out (see listen).
 	acceptPaused bool
 
 	// refused counts the connections select could not watch because their
@@ -48,7 +82,8 @@ type server struct {
 	refused int
 
 	stopping atomic.Bool // set by shutdown, from the signal goroutine
-	deadline time.Time   // end of grace, once the loop has seen the stop
+	deadline time.Time   // end of grace, once the loop has seen the stop; zero once over
+	stopBy   time.Time   // once the loop has seen the stop: every connection is closed by then
 }
 
 // ready is one fd a wait found ready, in poll's words: select can only
@@ -72,130 +107,87 @@ func newServer(cfg config) (*server, error) {
 	return &server{cfg: cfg, lfd: lfd, addr: addr, conns: map[int]*conn{}}, nil
 }
 
-// serve is the event loop: wait for ready fds, handle each, repeat. It
-// returns once shutdown has closed every connection.
+// serve is the event loop. It returns once shutdown has closed every
+// connection.
 func (s *server) serve() error {
 	defer unix.Close(s.lfd)
 	buf := make([]byte, readSize)
-	var fired []ready
-	for {
-		var err error
-		fired, err = s.wait(fired[:0])
-		if err != nil {
+	for !s.done() {
+		if err := s.turn(buf); err != nil {
 			return err
 		}
-		for _, r := range fired {
-			if r.fd == s.lfd {
-				s.acceptOne()
-				continue
-			}
-			// An fd closed earlier in this batch may still be in the list;
-			// the table, not the list, says what is open.
-			if c := s.conns[r.fd]; c != nil {
-				s.handle(c, r.revents, buf)
-			}
-		}
-		if s.drained() {
-			return nil
-		}
+	}
+	return nil
+}
+
+// turn is one turn of the loop: wait for ready fds, handle each, then do
+// what has fallen due.
+func (s *server) turn(buf []byte) error {
+	fired, err := s.wait()
+	if err != nil {
+		return err
+	}
+	for _, r := range fired {
+		s.dispatch(r, buf)
+	}
+	s.expire(time.Now())
+	return nil
+}
+
+// dispatch hands one event to the listener or to its connection.
+func (s *server) dispatch(r ready, buf []byte) {
+	if tracing {
+		trace.Printf("fd=%d %s", r.fd, reventString(r.revents))
+	}
+	if r.fd == s.lfd {
+		s.acceptOne()
+		return
+	}
+	// An fd closed earlier in this batch may still be in the list; the
+	// table, not the list, says what is open.
+	if c := s.conns[r.fd]; c != nil {
+		s.handle(c, r.revents, buf)
 	}
 }
 
-// wait asks the kernel about every fd the loop owns and appends the ready
-// ones to fired. This is what the chapter is about: select and poll keep
-// nothing between calls, so each call copies the whole set into the
-// kernel, the kernel checks every fd in it, and the loop scans the whole
-// set again on return to find the few that fired. With 1,000 idle clients
-// and one busy one, each of its requests costs 1,000 checks on both sides
-// of the call. Chapter 03's epoll keeps the set in the kernel and returns
-// only the ready fds.
-func (s *server) wait(fired []ready) ([]ready, error) {
-	if s.cfg.poller == "select" {
-		return s.waitSelect(fired)
-	}
-	return s.waitPoll(fired)
-}
-
-// waitSelect builds a bitmap from the table, selects, then tests every bit
-// up to the highest fd: its cost follows the highest fd number, however
-// few fds are open below it.
-func (s *server) waitSelect(fired []ready) ([]ready, error) {
-	var rset unix.FdSet
-	maxfd := -1
-	add := func(fd int) {
-		rset.Set(fd) // fd fits: acceptOne refuses every fd past FD_SETSIZE
-		maxfd = max(maxfd, fd)
-	}
-	// A paused listener is left out: select cannot ask about a socket
-	// without asking whether it is readable, and it is. The cost: while
-	// paused, shutdown's SHUT_RD cannot wake the loop, which learns of the
-	// signal only when a connection closes and puts the listener back, if
-	// that happens before main's hard stop ends the process.
-	if s.deadline.IsZero() && !s.acceptPaused {
-		add(s.lfd)
-	}
-	for fd := range s.conns {
-		add(fd)
-	}
-	// No write set: writes block (see handle). No except set: for TCP it
-	// means urgent data only; errors and hangups make a socket readable.
-	if _, err := selectWait(maxfd+1, &rset, msecTimeval(s.timeout())); err != nil {
-		return fired, err
-	}
-	// select returns how many fds are ready, not which.
-	for fd := 0; fd <= maxfd; fd++ {
-		if rset.IsSet(fd) {
-			trace.Printf("fd=%d readable", fd)
-			fired = append(fired, ready{fd: fd, revents: unix.POLLIN})
-		}
-	}
-	return fired, nil
-}
-
-// waitPoll builds poll's array from the table, polls, then scans the whole
-// array: its cost follows the number of open fds, whatever their numbers,
-// and no fd is too big for it.
-func (s *server) waitPoll(fired []ready) ([]ready, error) {
-	s.pfds = s.pfds[:0]
-	if s.deadline.IsZero() {
-		// A paused listener stays in the array with no events asked for:
-		// poll reports POLLHUP whatever Events says, so shutdown's SHUT_RD
-		// still wakes the loop.
-		var events int16
-		if !s.acceptPaused {
-			events = unix.POLLIN
-		}
-		s.pfds = append(s.pfds, unix.PollFd{Fd: int32(s.lfd), Events: events})
-	}
-	for fd := range s.conns {
-		// POLLIN only: a FIN or a RST makes the socket readable too, and
-		// POLLERR and POLLHUP are reported whether asked for or not.
-		s.pfds = append(s.pfds, unix.PollFd{Fd: int32(fd), Events: unix.POLLIN})
-	}
-	if _, err := pollWait(s.pfds, s.timeout()); err != nil {
-		return fired, err
-	}
-	// poll, too, returns how many entries fired, not which.
-	for _, p := range s.pfds {
-		if p.Revents != 0 {
-			trace.Printf("fd=%d %s", p.Fd, reventString(p.Revents))
-			fired = append(fired, ready{fd: int(p.Fd), revents: p.Revents})
-		}
-	}
-	return fired, nil
-}
-
-// timeout is the wait's, in poll's milliseconds: -1 (sleep until something
-// happens) except while shutting down, when the loop must wake at the end
-// of grace even if no client speaks. A loop that wakes on a timer while
-// idle is the seed's mistake (a 10 ms timeout): it burns CPU with nothing
-// to do.
+// timeout is the wait's, in milliseconds: until the first thing expire
+// has to do (end grace, end a linger, retry a paused accept), or -1, sleep
+// until something happens, when there is none. A loop that wakes on a
+// timer while idle is the seed's mistake (epoll_wait with 10 ms): it burns
+// CPU with nothing to do. A paused listener is not idle: no event would
+// say when accepting can resume.
 func (s *server) timeout() int {
-	if s.deadline.IsZero() {
+	next := earlier(s.deadline, s.acceptRetry)
+	if len(s.lingering) > 0 {
+		next = earlier(next, s.lingering[0].deadline)
+	}
+	if next.IsZero() {
 		return -1
 	}
-	ms := time.Until(s.deadline).Milliseconds() + 1 // round up: never wake early
+	ms := time.Until(next).Milliseconds() + 1 // round up: never wake early
 	return int(max(ms, 0))
+}
+
+// expire does what has fallen due by now: close the connections whose
+// linger is over, end grace, retry a paused accept.
+func (s *server) expire(now time.Time) {
+	for len(s.lingering) > 0 {
+		c := s.lingering[0]
+		if c.state == draining && now.Before(c.deadline) {
+			break
+		}
+		s.lingering[0] = nil
+		s.lingering = s.lingering[1:]
+		if c.state == draining {
+			s.closeConn(c, "linger over")
+		}
+	}
+	if !s.deadline.IsZero() && !now.Before(s.deadline) {
+		s.endGrace()
+	}
+	if !s.acceptRetry.IsZero() && !now.Before(s.acceptRetry) {
+		s.resumeAccept()
+	}
 }
 
 // acceptOne accepts one connection. select and poll are level-triggered:
@@ -205,20 +197,38 @@ func (s *server) acceptOne() {
 	fd, sa, err := accept(s.lfd)
 	switch {
 	case err == nil:
+		s.acceptBackoff = 0
 	case s.stopping.Load():
-		s.beginDrain()
+		s.beginGrace()
 		return
-	case errors.Is(err, unix.EMFILE) || errors.Is(err, unix.ENFILE):
-		// Out of fds. The listener stays readable, so the next wait would
-		// return at once, and again, and again: a spin. Stop asking about
-		// it until a connection closes and frees an fd.
-		trace.Printf("accept: %v; pausing accepts until a connection closes", err)
-		s.listen(false)
+	case connAborted(err):
+		if tracing {
+			trace.Printf("accept: %v", err) // the client gave up while queued
+		}
 		return
 	default:
-		trace.Printf("accept: %v", err) // ECONNABORTED: the client gave up
+		// Short of fds (EMFILE, ENFILE) or memory (ENOBUFS, ENOMEM), or
+		// refused (EPERM): the connection stays in the backlog, so the
+		// level-triggered listener stays readable and the next wait would
+		// report it again at once, and again, and again: a spin.
+		s.pauseAccept(err)
 		return
 	}
+	s.register(fd, sa)
+}
+
+// accept is accept4(2) with EINTR retried. The error is the bare errno,
+// for the caller to sort out: most accept errors are no news to report.
+func accept(lfd int) (fd int, sa unix.Sockaddr, err error) {
+	err = ignoringEINTR(func() error {
+		fd, sa, err = accept4(lfd, unix.SOCK_CLOEXEC)
+		return err
+	})
+	return fd, sa, err
+}
+
+// register makes a newly accepted fd a connection of the loop's.
+func (s *server) register(fd int, sa unix.Sockaddr) {
 	if s.cfg.poller == "select" && !fitsFdSet(fd) {
 		// The kernel hands out the lowest free number, so this starts at
 		// about the 1,020th client open at once. Closing tells the client
@@ -229,16 +239,37 @@ func (s *server) acceptOne() {
 		unix.Close(fd)
 		return
 	}
-	trace.Printf("accept fd=%d from %s", fd, sockaddrString(sa))
+	if tracing {
+		trace.Printf("accept fd=%d from %s", fd, sockaddrString(sa))
+	}
 	s.conns[fd] = newConn(fd, s.cfg)
+	s.live.Add(1)
 }
 
-func accept(lfd int) (fd int, sa unix.Sockaddr, err error) {
-	err = ignoringEINTR(func() error {
-		fd, sa, err = unix.Accept4(lfd, unix.SOCK_CLOEXEC)
-		return err
-	})
-	return fd, sa, os.NewSyscallError("accept4", err)
+// pauseAccept stops accepting after accept failed for want of a resource,
+// until a connection closes (which frees an fd) or the backoff runs out,
+// whichever comes first. Closes alone are not enough: the fds may be held
+// by another process, or the server may have no connection of its own to
+// close, and then nothing would ever say the shortage is over.
+func (s *server) pauseAccept(err error) {
+	s.acceptBackoff = min(max(2*s.acceptBackoff, minAcceptBackoff), maxAcceptBackoff)
+	s.acceptRetry = time.Now().Add(s.acceptBackoff)
+	trace.Printf("accept: %v; accepting again in %v, or when a connection closes", err, s.acceptBackoff)
+	s.listen(false)
+}
+
+// resumeAccept ends a pause. Level-triggered select and poll report the
+// connections still waiting in the backlog at the next wait.
+func (s *server) resumeAccept() {
+	s.acceptRetry = time.Time{}
+	s.listen(true)
+}
+
+// listen turns accepting on or off. Nothing tells the kernel: the next
+// wait builds its set from this flag (waitSelect and waitPoll say how each
+// poller leaves a paused listener out).
+func (s *server) listen(on bool) {
+	s.acceptPaused = !on
 }
 
 // closeConn removes c from the table, then closes it. The table is the
@@ -247,17 +278,15 @@ func accept(lfd int) (fd int, sa unix.Sockaddr, err error) {
 func (s *server) closeConn(c *conn, why string) {
 	delete(s.conns, c.fd)
 	unix.Close(c.fd)
-	trace.Printf("close fd=%d (%s)", c.fd, why)
-	if s.acceptPaused && s.deadline.IsZero() {
-		s.listen(true)
+	c.state = closed
+	s.live.Add(-1)
+	if tracing {
+		trace.Printf("close fd=%d (%s)", c.fd, why)
 	}
-}
-
-// listen turns accepting on or off. Nothing tells the kernel: the next
-// wait builds its set from this flag (waitSelect and waitPoll say how each
-// poller leaves a paused listener out).
-func (s *server) listen(on bool) {
-	s.acceptPaused = !on
+	// One fd is free: the accept that failed for want of one may work now.
+	if !s.acceptRetry.IsZero() {
+		s.resumeAccept()
+	}
 }
 
 // shutdown runs on the signal goroutine. It must not touch the loop's
@@ -274,26 +303,129 @@ func (s *server) shutdown() {
 	}
 }
 
-// beginDrain stops accepting and starts the grace period: the next waits
-// are built without the listener.
-func (s *server) beginDrain() {
-	if s.deadline.IsZero() {
-		s.deadline = time.Now().Add(grace)
+// beginGrace stops accepting (the next waits are built without the
+// listener) and starts the grace period. Connections draining already have
+// their linger cut to stopBy.
+func (s *server) beginGrace() {
+	if !s.stopBy.IsZero() {
+		return
+	}
+	s.acceptRetry = time.Time{}
+	now := time.Now()
+	s.deadline = now.Add(grace)
+	s.stopBy = now.Add(drainStop)
+	for _, c := range s.lingering {
+		c.deadline = earlier(c.deadline, s.stopBy)
 	}
 }
 
-// drained reports whether the loop may return: shutting down, and either
-// every client has gone or grace is over, in which case the remaining
-// connections get what they are owed and are closed.
-func (s *server) drained() bool {
-	if s.deadline.IsZero() {
-		return false
-	}
-	if len(s.conns) > 0 && time.Now().Before(s.deadline) {
-		return false
-	}
+// endGrace drains every connection still open. A line its client has not
+// finished is dropped: only the client's FIN makes it a line.
+func (s *server) endGrace() {
+	s.deadline = time.Time{}
 	for _, c := range s.conns {
-		s.finish(c, "grace over")
+		s.drain(c, "grace over")
 	}
-	return true
+}
+
+// done reports whether the loop may return: it has seen the stop, and
+// every connection is closed, which stopBy guarantees.
+func (s *server) done() bool {
+	return !s.stopBy.IsZero() && len(s.conns) == 0
+}
+
+// wait asks the kernel about every fd the loop owns and returns the ready
+// ones. This is what the chapter is about: select and poll keep nothing
+// between calls, so each call copies the whole set into the kernel, the
+// kernel checks every fd in it, and the loop scans the whole set again on
+// return to find the few that fired. With 1,000 idle clients and one busy
+// one, each of its requests costs 1,000 checks on both sides of the call.
+// Chapter 03's epoll keeps the set in the kernel and returns only the
+// ready fds.
+func (s *server) wait() ([]ready, error) {
+	s.fired = s.fired[:0]
+	if s.cfg.poller == "select" {
+		return s.waitSelect()
+	}
+	return s.waitPoll()
+}
+
+// waitSelect builds a bitmap from the table, selects, then tests every bit
+// up to the highest fd: its cost follows the highest fd number, however
+// few fds are open below it.
+func (s *server) waitSelect() ([]ready, error) {
+	var rset unix.FdSet
+	maxfd := -1
+	add := func(fd int) {
+		rset.Set(fd) // fd fits: register refuses every fd past FD_SETSIZE
+		maxfd = max(maxfd, fd)
+	}
+	// A paused listener is left out: select cannot ask about a socket
+	// without asking whether it is readable, and it is. The cost: while
+	// paused, shutdown's SHUT_RD cannot wake the loop, which learns of the
+	// signal only when the pause ends (a connection closes, or the backoff
+	// runs out, after up to a second) and puts the listener back: perhaps
+	// too late to finish before main's hard stop.
+	if s.stopBy.IsZero() && !s.acceptPaused {
+		add(s.lfd)
+	}
+	for fd := range s.conns {
+		add(fd)
+	}
+	// No write set: writes block (see send). No except set: for TCP it
+	// means urgent data only; errors and hangups make a socket readable.
+	n, err := selectWait(maxfd+1, &rset, msecTimeval(s.timeout()))
+	if err != nil || n == 0 {
+		// A timeout, or a signal: after one the kernel leaves rset as it
+		// was given, every bit still set, so it must not be scanned.
+		return s.fired, err
+	}
+	// select returns how many fds are ready, not which.
+	for fd := 0; fd <= maxfd; fd++ {
+		if rset.IsSet(fd) {
+			s.fired = append(s.fired, ready{fd: fd, revents: unix.POLLIN})
+		}
+	}
+	return s.fired, nil
+}
+
+// waitPoll builds poll's array from the table, polls, then scans the whole
+// array: its cost follows the number of open fds, whatever their numbers,
+// and no fd is too big for it.
+func (s *server) waitPoll() ([]ready, error) {
+	s.pfds = s.pfds[:0]
+	if s.stopBy.IsZero() {
+		// A paused listener stays in the array with no events asked for:
+		// poll reports POLLHUP whatever Events says, so shutdown's SHUT_RD
+		// still wakes the loop.
+		var events int16
+		if !s.acceptPaused {
+			events = unix.POLLIN
+		}
+		s.pfds = append(s.pfds, unix.PollFd{Fd: int32(s.lfd), Events: events})
+	}
+	for fd := range s.conns {
+		// POLLIN only: a FIN or a RST makes the socket readable too, and
+		// POLLERR and POLLHUP are reported whether asked for or not.
+		s.pfds = append(s.pfds, unix.PollFd{Fd: int32(fd), Events: unix.POLLIN})
+	}
+	n, err := pollWait(s.pfds, s.timeout())
+	if err != nil || n == 0 {
+		return s.fired, err
+	}
+	// poll, too, returns how many entries fired, not which.
+	for _, p := range s.pfds {
+		if p.Revents != 0 {
+			s.fired = append(s.fired, ready{fd: int(p.Fd), revents: p.Revents})
+		}
+	}
+	return s.fired, nil
+}
+
+// earlier is the sooner of two deadlines, where zero means none.
+func earlier(a, b time.Time) time.Time {
+	if a.IsZero() || (!b.IsZero() && b.Before(a)) {
+		return b
+	}
+	return a
 }

@@ -73,6 +73,11 @@ func sockaddrString(sa unix.Sockaddr) string {
 	return "?"
 }
 
+// accept4 is unix.Accept4, a variable so that tests can make accept fail
+// the ways a busy machine does (EMFILE, ENOBUFS), as internal/poll's
+// Accept4Func lets the net package's tests do.
+var accept4 = unix.Accept4
+
 // ignoringEINTR retries a system call that a signal interrupted. Go's
 // runtime sends signals to threads to preempt goroutines, so EINTR is not
 // rare here; with SA_RESTART most blocking calls restart by themselves, but
@@ -86,13 +91,15 @@ func ignoringEINTR(fn func() error) error {
 	}
 }
 
-// readFD is read(2) with EINTR retried.
+// readFD is read(2) with EINTR retried. The error is the bare errno:
+// wrapping allocates, and the read path must not (TestHandleAllocs); the
+// caller names the syscall when an error ends the connection.
 func readFD(fd int, p []byte) (n int, err error) {
 	err = ignoringEINTR(func() error {
 		n, err = unix.Read(fd, p)
 		return err
 	})
-	return n, os.NewSyscallError("read", err)
+	return n, err
 }
 
 // writeAll writes all of p. A blocking write may still take only part of p
@@ -107,7 +114,9 @@ func writeAll(fd int, p []byte) error {
 		if err != nil {
 			return os.NewSyscallError("write", err)
 		}
-		trace.Printf("write fd=%d n=%d", fd, n)
+		if tracing {
+			trace.Printf("write fd=%d n=%d", fd, n)
+		}
 		p = p[n:]
 	}
 	return nil
@@ -125,27 +134,29 @@ func fitsFdSet(fd int) bool {
 	return fd >= 0 && fd < fdSetSize
 }
 
-// selectWait is select(2) on a read set only, with EINTR retried: unlike
-// read and accept, select is never restarted by SA_RESTART, and Go's
-// runtime signals its threads often. A nil timeout blocks until an fd is
-// ready. On return r holds only the ready fds; on an error the kernel
-// leaves it as it was, so a retry may pass it again.
-func selectWait(nfd int, r *unix.FdSet, timeout *unix.Timeval) (n int, err error) {
-	err = ignoringEINTR(func() error {
-		n, err = unix.Select(nfd, r, nil, nil, timeout)
-		return err
-	})
+// selectWait is select(2) on a read set only. A nil timeout blocks until
+// an fd is ready. On return r holds only the ready fds. A signal ends the
+// wait with EINTR (never restarted, whatever SA_RESTART says), and Go's
+// runtime signals its threads often. It is not retried here: retried with
+// the same timeout, every signal would push the wait's end back (the end
+// of grace, say). It returns 0 fds instead, as the runtime's netpoll does,
+// and the loop computes the timeout afresh.
+func selectWait(nfd int, r *unix.FdSet, timeout *unix.Timeval) (int, error) {
+	n, err := unix.Select(nfd, r, nil, nil, timeout)
+	if err == unix.EINTR {
+		return 0, nil
+	}
 	return n, os.NewSyscallError("select", err)
 }
 
-// pollWait is poll(2) with EINTR retried, for the same reason. msec -1
-// blocks until an fd is ready. The kernel writes each entry's Revents and
-// leaves Events alone, so a retry may pass the same array.
-func pollWait(fds []unix.PollFd, msec int) (n int, err error) {
-	err = ignoringEINTR(func() error {
-		n, err = unix.Poll(fds, msec)
-		return err
-	})
+// pollWait is poll(2), and returns 0 fds on EINTR for the same reason.
+// msec -1 blocks until an fd is ready. The kernel writes each entry's
+// Revents and leaves Events alone.
+func pollWait(fds []unix.PollFd, msec int) (int, error) {
+	n, err := unix.Poll(fds, msec)
+	if err == unix.EINTR {
+		return 0, nil
+	}
 	return n, os.NewSyscallError("poll", err)
 }
 
@@ -157,6 +168,20 @@ func msecTimeval(msec int) *unix.Timeval {
 	}
 	tv := unix.NsecToTimeval(int64(msec) * int64(time.Millisecond))
 	return &tv
+}
+
+// connAborted reports whether accept failed for the connection it would
+// have returned, not for the server: the client gave up while queued
+// (ECONNABORTED), or Linux passed on a network error pending on the new
+// socket (see accept(2), "Error handling"). The next connection may be
+// fine.
+func connAborted(err error) bool {
+	switch err {
+	case unix.ECONNABORTED, unix.EPROTO, unix.ENETDOWN, unix.ENOPROTOOPT, unix.EHOSTDOWN,
+		unix.ENONET, unix.EHOSTUNREACH, unix.EOPNOTSUPP, unix.ENETUNREACH:
+		return true
+	}
+	return false
 }
 
 // soError reads and clears the socket's pending error, for the trace.
@@ -196,10 +221,10 @@ func reventString(revents int16) string {
 
 // initRuntimePoller makes Go's runtime open its own poller (an epoll fd
 // and an eventfd) now. Chapters never use package net, so the runtime does
-// that lazily, the first time a timer is set, which here is the shutdown's
-// hard-stop timer. If that first time comes when the process has run out
-// of fds, the runtime dies with "netpollinit failed": the `fd-limit`
-// scenario's situation, followed by a SIGTERM.
+// that lazily, the first time a timer is set, which here is the shutdown
+// timers. If that first time comes when the process has run out of fds,
+// the runtime dies with "netpollinit failed": the `fd-limit` scenario found
+// it.
 func initRuntimePoller() {
 	time.AfterFunc(time.Hour, func() {}).Stop()
 }
