@@ -426,3 +426,10 @@ func TestHardStopFails(t *testing.T) {
 		t.Errorf("stderr after a hard stop: %q, want it to say 1 connection was abandoned", out)
 	}
 }
+
+// FuzzServer sends random streams, cut at random points, on several
+// connections at once, and checks every reply against the protocol
+// package's own answer (see harness.FuzzServer for how to fuzz longer).
+func FuzzServer(f *testing.F) {
+	harness.FuzzServer(f, harness.Build(f, "."))
+}
