@@ -13,11 +13,6 @@ import (
 	"reactorlab/shared/protocol"
 )
 
-// readSize is one read's worth. Every connection owns a buffer of this
-// size while it is served, so 1,000 clients cost 16 MiB in buffers alone;
-// event-loop chapters share one buffer per loop instead.
-const readSize = 16 << 10
-
 // connState is where a connection is in its life. Its thread reads open
 // and draining connections alike; only what it does with the bytes
 // differs.
@@ -33,9 +28,9 @@ func (st connState) String() string {
 	return [...]string{open: "open", draining: "draining", closed: "closed"}[st]
 }
 
-// conn is one client's state: its protocol session (which holds an
-// unfinished line), the reply buffer, reused from read to read, and where
-// it is in its life.
+// conn is one client's state between reads: its protocol session (which
+// holds an unfinished line), the reply buffer, reused from read to read,
+// and where it is in its life.
 type conn struct {
 	fd    int
 	sess  *protocol.Session

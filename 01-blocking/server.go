@@ -38,6 +38,11 @@ const (
 	maxAcceptBackoff = 1 * time.Second
 )
 
+// readSize is one read's worth. Every connection owns a buffer of this
+// size while it is served, so 1,000 clients cost 16 MiB in buffers alone;
+// event-loop chapters share one buffer per loop instead.
+const readSize = 16 << 10
+
 type server struct {
 	cfg  config
 	lfd  int
@@ -57,7 +62,7 @@ type server struct {
 	// touches it.
 	acceptBackoff time.Duration
 
-	stopping  atomic.Bool // set by shutdown: accept's EINVAL means stop
+	stopping  atomic.Bool // set by shutdown, from the signal goroutine
 	graceOver atomic.Bool // set by endGrace: every connection drains
 	stopBy    time.Time   // guarded by mu; once stopping, every connection is closed by then
 }
@@ -80,38 +85,48 @@ func (s *server) serve() error {
 	// to interrupt: the goroutine must not move to another.
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	for {
-		fd, sa, err := accept(s.lfd)
-		switch {
-		case err == nil:
-			s.acceptBackoff = 0
-		case s.stopping.Load():
-			s.wg.Wait()
-			return nil
-		case connAborted(err):
-			if tracing {
-				trace.Printf("accept: %v", err) // the client gave up while queued
-			}
-			continue
-		default:
-			s.pauseAccept(err)
-			continue
-		}
-		// Registered here, before its thread starts, so that endGrace
-		// reaches it however late that thread runs.
-		c := s.register(fd, sa)
-		if s.cfg.model == "serial" {
-			s.serveConn(c)
-			continue
-		}
-		s.wg.Go(func() {
-			// One OS thread per client, as a C server would pthread_create:
-			// the goroutine never leaves this thread, and the thread ends
-			// with it.
-			runtime.LockOSThread()
-			s.serveConn(c)
-		})
+	for !s.done() {
+		s.acceptOne()
 	}
+	s.wg.Wait()
+	return nil
+}
+
+// acceptOne accepts one connection and serves it: to the end, in the
+// serial model; on a thread of its own, in the thread model.
+func (s *server) acceptOne() {
+	fd, sa, err := accept(s.lfd)
+	switch {
+	case err == nil:
+		s.acceptBackoff = 0
+	case s.stopping.Load():
+		return // shutdown's SHUT_RD: EINVAL
+	case connAborted(err):
+		if tracing {
+			trace.Printf("accept: %v", err) // the client gave up while queued
+		}
+		return
+	default:
+		// Short of fds (EMFILE, ENFILE) or memory (ENOBUFS, ENOMEM), or
+		// refused (EPERM): the connection stays in the backlog, and the
+		// next accept would fail again at once, and again: a spin.
+		s.pauseAccept(err)
+		return
+	}
+	// Registered here, before its thread starts, so that endGrace reaches
+	// it however late that thread runs.
+	c := s.register(fd, sa)
+	if s.cfg.model == "serial" {
+		s.serveConn(c)
+		return
+	}
+	s.wg.Go(func() {
+		// One OS thread per client, as a C server would pthread_create:
+		// the goroutine never leaves this thread, and the thread ends
+		// with it.
+		runtime.LockOSThread()
+		s.serveConn(c)
+	})
 }
 
 // accept is accept4(2) with EINTR retried. The error is the bare errno,
@@ -124,9 +139,9 @@ func accept(lfd int) (fd int, sa unix.Sockaddr, err error) {
 	return fd, sa, err
 }
 
-// register makes a newly accepted fd a connection of the server's. A
-// connection registered after grace is over is drained by its first turn
-// (see expire): endGrace, which ran before, did not see it.
+// register makes a newly accepted fd a connection of the server's. One
+// registered after grace is over is drained by its first turn (see
+// expire): endGrace, which ran before, did not see it.
 func (s *server) register(fd int, sa unix.Sockaddr) *conn {
 	if tracing {
 		trace.Printf("accept fd=%d from %s", fd, sockaddrString(sa))
@@ -139,10 +154,9 @@ func (s *server) register(fd int, sa unix.Sockaddr) *conn {
 	return c
 }
 
-// pauseAccept sleeps after accept failed for want of a resource: short of
-// fds (EMFILE, ENFILE) or memory (ENOBUFS, ENOMEM), or refused (EPERM).
-// The connection stays in the backlog, so accepting again at once would
-// fail again at once: a spin.
+// pauseAccept stops accepting after accept failed for want of a resource:
+// it sleeps for the backoff. A close alone would not end a shortage of
+// fds held by another process, nor make room in memory.
 func (s *server) pauseAccept(err error) {
 	s.acceptBackoff = min(max(2*s.acceptBackoff, minAcceptBackoff), maxAcceptBackoff)
 	trace.Printf("accept: %v; accepting again in %v", err, s.acceptBackoff)
@@ -210,6 +224,11 @@ func (s *server) endGrace() {
 			}
 		}
 	}
+}
+
+// done reports whether serve may stop accepting: shutdown has begun.
+func (s *server) done() bool {
+	return s.stopping.Load()
 }
 
 // stopDeadline is when shutdown wants every connection closed, or zero
