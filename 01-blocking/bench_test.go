@@ -10,8 +10,9 @@ import (
 	"reactorlab/shared/load"
 )
 
-// BenchmarkRoundTrip measures one client's request-reply round trip over
-// loopback, per model: the floor every later chapter is compared with.
+// BenchmarkRoundTrip is one client's round trip with nobody else connected,
+// comparable with every other chapter's, per model: the floor every later
+// chapter is compared with.
 //
 //	go test -run='^$' -bench=RoundTrip ./01-blocking
 func BenchmarkRoundTrip(b *testing.B) {
@@ -20,8 +21,7 @@ func BenchmarkRoundTrip(b *testing.B) {
 		for _, mode := range []string{"echo", "stamp"} {
 			b.Run(model+"/"+mode, func(b *testing.B) {
 				s := harness.StartServer(b, server, "-model", model, "-mode", mode)
-				c := dial(b, s.Addr(), mode)
-				roundTrips(b, c)
+				load.RoundTrips(b, load.Dial(b, s.Addr(), mode))
 			})
 		}
 	}
@@ -36,7 +36,7 @@ func BenchmarkThreadsConcurrent(b *testing.B) {
 	s := harness.StartServer(b, harness.Build(b, "."), "-model", "thread", "-mode", "echo")
 	conns := make([]*load.Conn, clients)
 	for i := range conns {
-		conns[i] = dial(b, s.Addr(), "echo")
+		conns[i] = load.Dial(b, s.Addr(), "echo")
 	}
 	var lat load.Latencies
 	start := time.Now()
@@ -60,46 +60,5 @@ func BenchmarkThreadsConcurrent(b *testing.B) {
 			lat.Add(d)
 		}
 	}
-	report(b, &lat, time.Since(start))
-}
-
-func dial(b *testing.B, addr, mode string) *load.Conn {
-	b.Helper()
-	msg := make([]byte, 64) // the DESIGN's small-message size
-	for i := range msg {
-		msg[i] = 'a' + byte(i%26)
-	}
-	var c *load.Conn
-	var err error
-	if mode == "echo" {
-		c, err = load.DialEcho(addr, msg)
-	} else {
-		c, err = load.DialStamp(addr, msg)
-	}
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { c.Close() })
-	return c
-}
-
-// roundTrips times c's round trips for as long as the benchmark runs and
-// reports msgs/s and latency percentiles.
-func roundTrips(b *testing.B, c *load.Conn) {
-	var lat load.Latencies
-	for b.Loop() {
-		d, err := c.RoundTrip()
-		if err != nil {
-			b.Fatal(err)
-		}
-		lat.Add(d)
-	}
-	report(b, &lat, b.Elapsed())
-}
-
-func report(b *testing.B, lat *load.Latencies, elapsed time.Duration) {
-	for unit, v := range lat.Summary(lat.Len(), elapsed) {
-		b.ReportMetric(v, unit)
-	}
-	b.ReportMetric(0, "ns/op") // wall time per op is msgs/s's inverse: don't print it twice
+	load.Report(b, &lat, time.Since(start))
 }
