@@ -68,6 +68,14 @@ func (s *Server) Addr() string { return s.addr }
 // when the command was a wrapper such as `go run` or a shell script.
 func (s *Server) PID() int { return s.pid }
 
+// Start launches cmd with -addr 127.0.0.1:0 and args and waits for its
+// ready line, for tools that run servers outside a test (the compare
+// command). The caller must Stop it. Lines the server prints after its
+// ready line go to out, prefixed, when out is not nil.
+func Start(ctx context.Context, cmd Command, out io.Writer, args ...string) (*Server, error) {
+	return start(ctx, cmd, args, out)
+}
+
 // start launches cmd with args and waits for the ready line.
 func start(ctx context.Context, c Command, args []string, out io.Writer) (*Server, error) {
 	args = append(append(append([]string(nil), c.Args...), "-addr", "127.0.0.1:0"), args...)
