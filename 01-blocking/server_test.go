@@ -369,13 +369,6 @@ func TestRegisteredAfterGraceEnds(t *testing.T) {
 	}
 }
 
-// failAccept makes every accept fail with errno until the test ends.
-func failAccept(t *testing.T, errno unix.Errno) {
-	t.Helper()
-	accept4 = func(int, int) (int, unix.Sockaddr, error) { return -1, nil, errno }
-	t.Cleanup(func() { accept4 = unix.Accept4 })
-}
-
 // TestHandleAllocs: with -v off, one read's work (read a request, answer
 // it) allocates nothing: tracing must not build its arguments, and the
 // errors the hot path meets must not be wrapped until they end something.
