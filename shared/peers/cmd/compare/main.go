@@ -265,9 +265,9 @@ type server struct {
 
 // measurement is one round of one server.
 type measurement struct {
-	msgsPerSec float64
-	p99        time.Duration
-	cpuPerMsg  time.Duration // the server's utime+stime over the measured run, per message
+	msgsPerSec  float64
+	p99         time.Duration
+	cpuPerMsg   time.Duration // the server's utime+stime over the measured run, per message
 	errors      int64
 	firstErrors string
 }
