@@ -305,7 +305,7 @@ func (w *streamWaker) drain() (int, error) {
 		total += n
 	}
 	if tracing {
-		trace.Printf("wakeup: %s fd=%d read %d bytes until EAGAIN", w.kind, w.r, total)
+		trace.Printf("wakeup: %s fd=%d read until EAGAIN: %d wakes, a byte each", w.kind, w.r, total)
 	}
 	return total, nil
 }
