@@ -2,6 +2,11 @@
 // time round trips, connections that stay open and silent, and latency
 // percentiles. It measures servers from outside, through loopback, so a
 // chapter, the standard library's server and any peer are measured alike.
+//
+// Run and Hold are the load generator (shared/cmd/load) and the engine of
+// the compare command: many connections, ping-pong or pipelined, every
+// echoed byte checked. Conn, Idle and Latencies serve the chapters'
+// go test benchmarks.
 package load
 
 import (
