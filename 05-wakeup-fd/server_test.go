@@ -479,19 +479,6 @@ func failAccept(t *testing.T, errno unix.Errno, n int) func() []time.Time {
 	}
 }
 
-// listeningServer is a server that listens on 127.0.0.1:0, with no
-// acceptor and no loop running: the test drives it.
-func listeningServer(t *testing.T) *server {
-	t.Helper()
-	s, err := newServer(config{addr: "127.0.0.1:0", mode: protocol.Echo, maxLine: protocol.DefaultMaxLine, wakeup: "eventfd"})
-	require.NoError(t, err)
-	t.Cleanup(func() {
-		s.loop.close()
-		unix.Close(s.lfd)
-	})
-	return s
-}
-
 // TestAcceptErrorDoesNotSpin: whatever makes accept fail, the acceptor
 // waits before it tries again, 10 ms, then 20, 40 and 80: four failures
 // take at least 150 ms, where a spinning acceptor takes microseconds. And
@@ -525,7 +512,8 @@ func TestAcceptErrorDoesNotSpin(t *testing.T) {
 // TestAcceptBackoff: the pause doubles from 10 ms to 1 s while accept
 // keeps failing, and shutdown ends a pause at once.
 func TestAcceptBackoff(t *testing.T) {
-	s := listeningServer(t)
+	// No listener, no loop: pauseAccept needs only the acceptor's state.
+	s := &server{stopped: make(chan struct{})}
 	close(s.stopped) // each pause returns at once, as after shutdown
 	var got []time.Duration
 	for range 9 {
