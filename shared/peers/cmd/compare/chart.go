@@ -51,7 +51,7 @@ func chart(path string, c conditions, rows []row) error {
 		}
 		plots[i] = p
 	}
-	tiles := draw.Tiles{Rows: 1, Cols: len(plots), PadX: vg.Centimeter, PadLeft: 0.3 * vg.Centimeter, PadRight: 0.6 * vg.Centimeter}
+	tiles := draw.Tiles{Rows: 1, Cols: len(plots), PadX: vg.Centimeter, PadLeft: 0.3 * vg.Centimeter, PadRight: vg.Centimeter}
 	cells := plot.Align([][]*plot.Plot{plots}, tiles, top)
 	for i, p := range plots {
 		p.Draw(cells[0][i])
