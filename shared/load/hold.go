@@ -17,7 +17,7 @@ import (
 // Hold opens cfg.Conns connections, echoes one message of cfg.Size bytes on
 // each (checked like Run's), calls ready with what that took, and then
 // holds every connection open and silent until ctx ends or cfg.Duration
-// passes: the crowd for a memory or scaling demo, each connection known to
+// (at most MaxDuration) passes: the crowd for a memory or scaling demo, each connection known to
 // be accepted and served once. cfg.Tick, if set, is called once a second
 // while it holds. Connections the server dropped while held count as
 // errors in the Result.
@@ -52,16 +52,15 @@ func Hold(ctx context.Context, cfg Config, ready func(Result)) (Result, error) {
 	held := time.Now()
 	r.active.Store(int64(len(conns)))
 	stopTicks := r.ticks(held)
-	wait := ctx.Done()
-	if cfg.Duration > 0 {
-		timer := time.NewTimer(cfg.Duration)
-		defer timer.Stop()
-		select {
-		case <-wait:
-		case <-timer.C:
-		}
-	} else {
-		<-wait
+	limit := cfg.Duration
+	if limit == 0 {
+		limit = MaxDuration // a forgotten crowd still goes home
+	}
+	timer := time.NewTimer(limit)
+	defer timer.Stop()
+	select {
+	case <-ctx.Done():
+	case <-timer.C:
 	}
 	stopTicks()
 	for i, c := range conns {

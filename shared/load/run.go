@@ -176,10 +176,14 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	defer interrupted()
 
 	start := time.Now()
-	if cfg.Duration > 0 {
-		stopAt := time.AfterFunc(cfg.Duration, func() { r.stopped.Store(true) })
-		defer stopAt.Stop()
+	// A run by count alone still ends: a server slow enough to make
+	// it last an hour is not being measured any more.
+	limit := cfg.Duration
+	if limit == 0 {
+		limit = MaxDuration
 	}
+	stopAt := time.AfterFunc(limit, func() { r.stopped.Store(true) })
+	defer stopAt.Stop()
 	stopTicks := r.ticks(start)
 
 	var wg sync.WaitGroup
