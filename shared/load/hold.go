@@ -17,10 +17,10 @@ import (
 // Hold opens cfg.Conns connections, echoes one message of cfg.Size bytes on
 // each (checked like Run's), calls ready with what that took, and then
 // holds every connection open and silent until ctx ends or cfg.Duration
-// (at most MaxDuration) passes: the crowd for a memory or scaling demo, each connection known to
-// be accepted and served once. cfg.Tick, if set, is called once a second
-// while it holds. Connections the server dropped while held count as
-// errors in the Result.
+// (at most MaxDuration) passes: the crowd for a memory or scaling demo,
+// each connection known to be accepted and served once. cfg.Tick, if set,
+// is called once a second while it holds. Connections the server dropped
+// while held count as errors in the Result.
 func Hold(ctx context.Context, cfg Config, ready func(Result)) (Result, error) {
 	cfg.Idle = true
 	if err := cfg.Check(); err != nil {
