@@ -246,6 +246,10 @@ func (w *worker) writeNext(c *conn, after want, why string) {
 	c.hold.mu.Unlock()
 	if err != nil {
 		w.giveBack(c, wantClose, err.Error())
+		return
+	}
+	if tracing {
+		trace.Printf("worker %d: fd=%d has %d bytes to write: armed EPOLLOUT|EPOLLONESHOT", w.id, c.fd, len(c.out))
 	}
 }
 
@@ -272,6 +276,8 @@ func (w *worker) release(c *conn, after want, why string) {
 			c.hold.mu.Unlock()
 			if err != nil {
 				w.giveBack(c, wantClose, err.Error())
+			} else if tracing {
+				trace.Printf("worker %d: fd=%d done: armed EPOLLIN|EPOLLONESHOT", w.id, c.fd)
 			}
 			return
 		}
@@ -283,5 +289,8 @@ func (w *worker) release(c *conn, after want, why string) {
 // giveBack hands c, still busy and disarmed, to the loop through its task
 // queue: draining and closing touch the loop's table and lists.
 func (w *worker) giveBack(c *conn, after want, why string) {
+	if tracing {
+		trace.Printf("worker %d: fd=%d back to the loop (%s)", w.id, c.fd, why)
+	}
 	w.l.queueInLoop(func() { w.l.takeBack(c, after, why) })
 }
