@@ -180,12 +180,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	// Build everything first: a build started after pinning would run on
 	// the load generator's one CPU.
 	var servers []*server
+	var skippedNotes []string
 	for i, sp := range o.servers {
 		cmd, err := build(ctx, sp, filepath.Join(dir, fmt.Sprintf("server%d", i)))
 		var skip skipped
 		switch {
 		case errors.As(err, &skip):
 			fmt.Fprintf(stderr, "compare: %s: skipped: %s\n", sp.label, skip.why)
+			skippedNotes = append(skippedNotes, fmt.Sprintf("`%s` (%s)", sp.label, skip.why))
 			if sp.label == o.baseline {
 				fmt.Fprintln(stderr, "compare: the baseline was skipped")
 				return exitFail
@@ -232,7 +234,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 	}
 
-	c := conditions{load: o.load, warmup: o.warmup, rounds: o.rounds, pinned: o.pin, cpus: cpus, baseline: o.baseline, args: args}
+	c := conditions{load: o.load, warmup: o.warmup, rounds: o.rounds, pinned: o.pin, cpus: cpus, baseline: o.baseline, args: args, skipped: skippedNotes}
 	rows := summarize(servers, o.baseline)
 	table := markdown(c, rows)
 	if o.out == "" {

@@ -23,6 +23,7 @@ type conditions struct {
 	cpus     [2]int // server's, load generator's; when pinned
 	baseline string
 	args     []string // compare's own arguments, to rerun it
+	skipped  []string // servers that could not run here, and why
 }
 
 // row is one server's medians and their ratios to the baseline's.
@@ -107,6 +108,9 @@ func markdown(c conditions, rows []row) string {
 		b.WriteString("Not pinned: server and load generator share every CPU.\n")
 	}
 	fmt.Fprintf(&b, "Medians over the rounds; ratios to `%s`. CPU/msg is the server's own user+system time per echoed message.\n", c.baseline)
+	if len(c.skipped) > 0 {
+		fmt.Fprintf(&b, "Skipped: %s.\n", strings.Join(c.skipped, ", "))
+	}
 	fmt.Fprintf(&b, "Machine: %d CPUs, %s, %s. Command: `compare %s`\n\n", runtime.NumCPU(), kernel(), runtime.Version(), strings.Join(quoteArgs(c.args), " "))
 
 	b.WriteString("| server | msgs/s | × base | p99 | × base | CPU/msg | × base | errors |\n")
