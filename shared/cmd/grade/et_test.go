@@ -1,6 +1,7 @@
 package main
 
 import (
+	"strconv"
 	"strings"
 	"testing"
 
@@ -79,11 +80,14 @@ func TestETFixturesHaveOneBugEach(t *testing.T) {
 	}
 }
 
-// gradeOne runs the grader at stage 4 on one scenario and returns that
-// scenario's result, checking the exit code agrees with it.
+// gradeOne runs the grader on one scenario, at the stage that first
+// requires it, and returns that scenario's result, checking the exit code
+// agrees with it.
 func gradeOne(t *testing.T, cmd harness.Command, scenario string) result {
 	t.Helper()
-	code, rep, stderr := gradeJSON(t, against(cmd, "-stage", "4", "-run", "^"+scenario+"$")...)
+	s, ok := harness.Find(scenario)
+	require.True(t, ok, "scenario %q is not in the harness", scenario)
+	code, rep, stderr := gradeJSON(t, against(cmd, "-stage", strconv.Itoa(s.Stage), "-run", "^"+scenario+"$")...)
 	require.Len(t, rep.Scenarios, 1, "log:\n%s", stderr)
 	r := rep.Scenarios[0]
 	require.Equal(t, scenario, r.Name, "log:\n%s", stderr)
