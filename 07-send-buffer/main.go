@@ -1,0 +1,135 @@
+//go:build linux
+
+// Command 06-reactor-pool spreads the clients over several of 05's loops.
+// The acceptor, the main reactor, deals each new connection to one of
+// -loops loops in turn, each a goroutine locked to an OS thread with an
+// epoll fd of its own; the connection belongs to that loop for its whole
+// life, and no other goroutine ever reads, writes or closes it, so the
+// loops share nothing but the listener's output and need no lock between
+// them. muduo calls this one loop per thread.
+//
+// -model queue is the other way to use threads, the seed's 7-step
+// Reactor: one loop only waits for readiness and puts each event on a
+// request queue, and a pool of -loops workers does the reading, the work
+// and the writing. EPOLLONESHOT keeps two workers off one connection.
+// Writes still wait in poll(2) when the socket is full, in both models.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"os"
+	"os/signal"
+	"runtime"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"reactorlab/shared/protocol"
+)
+
+// config is what the flags say; the contract keeps them the same in every
+// chapter.
+type config struct {
+	addr    string
+	mode    protocol.Mode
+	maxLine int
+	wakeup  string
+	model   string
+	loops   int
+}
+
+// name prefixes every message and names the flag set.
+const name = "07-send-buffer"
+
+// trace prints every accept, event, read, write and close when -v is given,
+// for live demos. Calls on the hot path (per event, read and write) check
+// tracing first: boxing their arguments allocates even when trace discards
+// the result, and -v off must cost nothing.
+var (
+	trace   = log.New(io.Discard, "", log.Lmicroseconds)
+	tracing bool
+)
+
+func main() {
+	cfg, err := parseFlags(os.Args[1:])
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(0) // -h: the flag package has printed the usage
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, name+":", err)
+		os.Exit(2)
+	}
+	initRuntimePoller()
+	srv, err := newServer(cfg)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, name+":", err)
+		os.Exit(1)
+	}
+	// The contract's ready line: harness and grader wait for it.
+	fmt.Printf("listening on %s\n", srv.addr)
+
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		sig := <-sigs
+		trace.Printf("signal %v: stop accepting, %v grace for open connections", sig, grace)
+		srv.shutdown()
+		// The loop can be stuck writing to a client that does not read
+		// (this chapter's known limit, `slow-reader`): do not let it hold
+		// the process past the contract's 2 s, and do not call that a
+		// success either.
+		time.AfterFunc(hardStop, func() {
+			fmt.Fprintf(os.Stderr, "%s: hard stop %v after the signal; connections abandoned: %d\n",
+				name, hardStop, srv.live.Load())
+			os.Exit(1)
+		})
+	}()
+
+	if err := srv.serve(); err != nil {
+		fmt.Fprintln(os.Stderr, name+":", err)
+		os.Exit(1)
+	}
+}
+
+func parseFlags(args []string) (config, error) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	addr := fs.String("addr", "127.0.0.1:12345", "listen address; 127.0.0.1:0 picks a free port")
+	mode := fs.String("mode", "stamp", "stamp (timestamped reply per line) or echo (raw bytes back)")
+	maxLine := fs.Int("max-line", protocol.DefaultMaxLine, "longest line accepted in stamp mode, in bytes")
+	verbose := fs.Bool("v", false, "trace every accept, readiness event, read, write and close to stderr")
+	wakeup := fs.String("wakeup", "eventfd", "how other goroutines wake the loop: "+strings.Join(wakeupKinds, ", "))
+	model := fs.String("model", "loops", "loops (each connection owned by one of -loops loops) or queue (one loop, -loops workers: the 7-step Reactor)")
+	loops := fs.Int("loops", runtime.NumCPU(), "how many event loops (-model loops) or workers (-model queue)")
+	if err := fs.Parse(args); err != nil {
+		return config{}, err
+	}
+	if fs.NArg() > 0 {
+		return config{}, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	m, err := protocol.ParseMode(*mode)
+	if err != nil {
+		return config{}, err
+	}
+	if *maxLine < 1 {
+		return config{}, fmt.Errorf("-max-line %d: want at least 1", *maxLine)
+	}
+	if !slices.Contains(wakeupKinds, *wakeup) {
+		return config{}, fmt.Errorf("unknown -wakeup %q: want %s", *wakeup, strings.Join(wakeupKinds, ", "))
+	}
+	if *model != "loops" && *model != "queue" {
+		return config{}, fmt.Errorf("unknown -model %q: want loops or queue", *model)
+	}
+	if *loops < 1 {
+		return config{}, fmt.Errorf("-loops %d: want at least 1", *loops)
+	}
+	if *verbose {
+		trace.SetOutput(os.Stderr)
+		tracing = true
+	}
+	return config{addr: *addr, mode: m, maxLine: *maxLine, wakeup: *wakeup, model: *model, loops: *loops}, nil
+}
