@@ -3,6 +3,7 @@ package harness
 import (
 	"fmt"
 	"strconv"
+	"sync/atomic"
 	"time"
 )
 
@@ -64,7 +65,15 @@ func runIdle(e *Env) error {
 				"a server that serves one client at a time cannot idle with ten", i+1))
 		}
 	}
-	e.Logf("idle: %d clients answered; measuring %s", idleClients, idleWindow)
+	// One client then makes the server's writes fall short: it sends
+	// lines without reading until the server holds some of them unread,
+	// then reads every reply. A server that arms EPOLLOUT for what a
+	// write left over, and never disarms it, spins from then on; one that
+	// never had to keep anything would not show it.
+	if err := backlogged(e, s, clients[0]); err != nil {
+		return err
+	}
+	e.Logf("idle: %d clients answered, one after a backlog; measuring %s", idleClients, idleWindow)
 	if err := wait(e, idleQuiet); err != nil {
 		return err
 	}
@@ -105,11 +114,75 @@ func runIdle(e *Env) error {
 		return Fail(Spin, step, got, want,
 			fmt.Sprintf("the server woke %d times in 1 s with nothing to do: a timer, deadline or timeout wakes the "+
 				"loop to poll (the seed's 10 ms epoll_wait timeout); while idle, block in epoll_wait/poll/select "+
-				"with no timeout (-1)", wakes))
+				"with no timeout (-1); or a readiness it never consumes (EPOLLOUT left on with nothing to send) "+
+				"wakes it at once, forever", wakes))
 	case cpu > idleCPUMax:
 		return Fail(Spin, step, got, want, busy)
 	}
 	return nil
+}
+
+// idleBacklogMax bounds the backlog's lines if the server never stops
+// reading (it then queues without bound, which slow-reader judges).
+const idleBacklogMax = 8192
+
+// backlogged sends c's lines without reading until the server holds
+// shutdownUnread bytes of them unread (its replies could not all be
+// written: the socket was full), then reads every reply.
+func backlogged(e *Env, s *Server, c *Client) error {
+	var sent atomic.Int64
+	stop := make(chan struct{})
+	werr := make(chan error, 1)
+	go func() {
+		for i := range idleBacklogMax {
+			select {
+			case <-stop:
+				werr <- nil
+				return
+			default:
+			}
+			sent.Add(1)
+			if _, err := c.Write(append(shutdownLine(i), '\n'), scenarioTimeout); err != nil {
+				werr <- err
+				return
+			}
+		}
+		werr <- nil
+	}()
+	unread, f := awaitUnread(e, s, c, werr)
+	close(stop)
+	e.Logf("idle: client 1 sent %d lines unread; the server held %s of them unread", sent.Load(), sizeString(int64(unread)))
+	if f != nil {
+		c.Close()
+		<-werr
+		f.Step = "idle client 1 sends lines without reading, until the server holds some unread"
+		return f
+	}
+	deadline := time.Now().Add(halfCloseTimeout)
+	finished := false
+	for i := 0; ; i++ {
+		if int64(i) >= sent.Load() {
+			if finished {
+				return nil
+			}
+			if err := <-werr; err != nil {
+				return Fail(Refused, "idle client 1 sends lines without reading", err.Error(), "the server to read them", "")
+			}
+			finished = true
+			if int64(i) >= sent.Load() {
+				return nil
+			}
+		}
+		step := fmt.Sprintf("idle client 1: reply %d of the lines it sent without reading", i+1)
+		if err := c.ExpectReply(step, shutdownLine(i), deadline); err != nil {
+			c.Close()
+			if !finished {
+				<-werr
+			}
+			return explain(err, "replies a write could not send at once were lost or never sent: keep what write() "+
+				"did not take and send it when the socket is writable (EPOLLOUT)")
+		}
+	}
 }
 
 func idleLine(i int) []byte { return fmt.Appendf(nil, "idle client %d of %d\n", i+1, idleClients) }

@@ -40,7 +40,7 @@ const streamChunk = 64 << 10
 var streamSeed = [32]byte{'r', 'e', 'a', 'c', 't', 'o', 'r', '-', 'l', 'a', 'b'}
 
 func runEcho(e *Env) error {
-	_, c, err := e.startClient("-mode", "echo")
+	s, c, err := e.startClient("-mode", "echo")
 	if err != nil {
 		return err
 	}
@@ -64,15 +64,15 @@ func runEcho(e *Env) error {
 		f.Hint = "in echo mode write back every byte as soon as it is read, '\\n', NUL and all: no line splitting, no text conversion"
 		return f
 	}
-	return echoStream(c, "echo 1 MiB while reading it back", echoSize, echoTimeout)
+	return echoStream(e, s, c, "echo 1 MiB while reading it back", echoSize, echoTimeout)
 }
 
 func runBulk(e *Env) error {
-	_, c, err := e.startClient("-mode", "echo")
+	s, c, err := e.startClient("-mode", "echo")
 	if err != nil {
 		return err
 	}
-	return echoStream(c, "echo 16 MiB while reading it back", bulkSize, bulkTimeout)
+	return echoStream(e, s, c, "echo 16 MiB while reading it back", bulkSize, bulkTimeout)
 }
 
 // streamStallHint names the likely causes of an echo that stops while the
@@ -87,7 +87,12 @@ const streamStallHint = "under edge-triggered epoll read until EAGAIN: a read th
 // A server that echoes only once it has read everything, or that blocks on
 // a full socket without reading, shows up as a stall; lost or reordered
 // bytes show up as the first offset that differs.
-func echoStream(c *Client, step string, total int, timeout time.Duration) error {
+//
+// The reader starts only once the server holds bytes it has not read (it
+// stopped reading because its echo could not all be written), or the
+// writer has sent everything: a server that drops what a write did not
+// take, and reads on, never stops reading, and its echo has holes.
+func echoStream(e *Env, s *Server, c *Client, step string, total int, timeout time.Duration) error {
 	start := time.Now()
 	end := start.Add(timeout)
 	size := sizeString(int64(total))
@@ -109,6 +114,12 @@ func echoStream(c *Client, step string, total int, timeout time.Duration) error 
 		werr <- nil
 	}()
 
+	if _, f := awaitUnread(e, s, c, werr); f != nil {
+		c.Close()
+		<-werr
+		f.Step = step
+		return f
+	}
 	f := readStream(c, step, total, start, end)
 	if f != nil {
 		select {
@@ -179,7 +190,9 @@ func echoWrongHint(got []byte) string {
 		return "the server answered in stamp mode: honour -mode echo"
 	}
 	return "bytes were lost, repeated or reordered: when write() takes only part of a buffer " +
-		"(or fails with EAGAIN), keep the rest and send it before anything read later"
+		"(or fails with EAGAIN), keep the rest and send it before anything read later; or two threads " +
+		"served this connection at once: with a request queue, register each connection with " +
+		"EPOLLONESHOT and re-arm it after each event"
 }
 
 // readFull reads len(p) bytes by the deadline and returns how many came.
