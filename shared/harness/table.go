@@ -22,7 +22,7 @@ var table = []Scenario{
 	{Name: "many", Stage: 3, Run: runMany,
 		What: "1,100 connections open at once (past FD_SETSIZE), each answered"},
 	{Name: "pipeline", Stage: 6, Run: runPipeline,
-		What: "20 connections at once, each pipelining 5,000 lines cut into writes of 1 to 4,096 bytes: replies in order on each"},
+		What: "20 connections at once, each pipelining 20,000 lines cut into writes of 1 to 4,096 bytes: replies in order on each"},
 	{Name: "bulk", Stage: 1, Run: runBulk,
 		What: "16 MiB echoed while the client reads concurrently, intact"},
 	{Name: "slow-reader", Stage: 7, Run: runSlowReader,

@@ -9,11 +9,13 @@ import (
 
 // noneshotRuns is how many runs of pipeline the noneshot test allows. Two
 // workers serving one connection at once show only when they take its lock
-// in the opposite order to their reads, which is a race: on a loaded 2-core
-// machine one run of pipeline caught it in 3 to 10 runs out of 10. At 3 in
-// 10, the chance that 30 runs in a row all miss is below 1 in 40,000; a
-// run takes about 0.3 s, and the first or second usually fails.
-const noneshotRuns = 30
+// in the opposite order to their reads, which is a race; pipeline is sized
+// so that one run catches it (20 runs of 20 under -race on a loaded 2-core
+// machine), because an instructor grades each student once. The test
+// allows a second and third run only so that CI does not fail on the rare
+// miss; the log says on which run it failed, and a first-run pass is what
+// to watch for.
+const noneshotRuns = 3
 
 // The mistake of a request queue without EPOLLONESHOT: a connection reports
 // again while a worker still serves it, a second worker serves it too, and
