@@ -12,6 +12,7 @@ import (
 )
 
 func main() {
-	fmt.Fprintf(os.Stderr, "reactor-lab chapters need Linux (they call epoll and friends directly); this is %s.\n", runtime.GOOS)
+	fmt.Fprintf(os.Stderr, "reactor-lab chapters need Linux (they call epoll and friends directly), and this is %s: "+
+		"run them in a Linux VM or container, e.g. docker run -it --rm -v \"$PWD\":/lab -w /lab golang:1.26 bash\n", runtime.GOOS)
 	os.Exit(1)
 }
