@@ -12,46 +12,69 @@ import (
 	"reactorlab/shared/protocol"
 )
 
-// connState is where a connection is in its life. The loop reads open and
-// draining connections alike; only what it does with the bytes differs.
+// connState is where a connection is in its life. The loop reads open,
+// flushing and draining connections alike; only what it does with the
+// bytes differs.
 type connState int
 
 const (
 	open     connState = iota // reading requests and answering them
+	flushing                  // done with requests: discarding input, sending what the send buffer holds
 	draining                  // write side shut; discarding input until EOF or the deadline
 	closed                    // fd closed; a list that still holds the conn skips it
 )
 
 func (st connState) String() string {
-	return [...]string{open: "open", draining: "draining", closed: "closed"}[st]
+	return [...]string{open: "open", flushing: "flushing", draining: "draining", closed: "closed"}[st]
 }
 
 // conn is one client's state between events: its protocol session (which
-// holds an unfinished line), the reply buffer, reused from read to read,
-// and where it is in its life.
+// holds an unfinished line), its send buffer, and where it is in its life.
+//
+// The send buffer is what the kernel has not taken yet, in two parts, so
+// that no byte is moved once the protocol has written it: rest is what
+// earlier writes left over, still to go from rest[sent:]; out is the
+// replies made since, which new replies are appended to. When rest is all
+// gone, out becomes rest and rest's array, emptied, the next out (see
+// wrote): the two arrays take turns, and once they have grown to the
+// traffic's size the buffer allocates nothing.
 type conn struct {
 	fd    int
 	sess  *protocol.Session
 	out   []byte
+	rest  []byte
+	sent  int
+	iov   [2][]byte // writev's vector: rest and out (see write)
 	state connState
 
-	deadline time.Time // while draining: close then, even if the client still sends
+	events uint32 // what epoll watches for c: EPOLLOUT only while the send buffer holds bytes
+	paused bool   // the send buffer passed -high-water: c is not read until it drains (see pace)
+	eof    bool   // the client's FIN has been read: c closes once its send buffer is empty
+
+	deadline time.Time // while flushing or draining: close then, even if the client still sends
 	queued   bool      // on the loop's revisit list
+
+	// active is when c last had an event, and prev and next its neighbours
+	// in the loop's idle list, for -idle-timeout (see idleList).
+	active     time.Time
+	prev, next *conn
 
 	hold hold // -model queue: whether a worker holds it (see queue.go)
 }
 
-func newConn(fd int, cfg config) *conn {
-	return &conn{fd: fd, sess: protocol.NewSession(cfg.mode, cfg.maxLine)}
+func newConn(fd int, cfg config, events uint32) *conn {
+	return &conn{fd: fd, sess: protocol.NewSession(cfg.mode, cfg.maxLine), events: events}
 }
 
-// handle acts on one readiness event. It reads until EAGAIN: under
-// edge-triggered epoll the event was the only notice of these bytes, and
-// bytes left in the socket are not reported again until new ones arrive,
-// which for a client waiting for its reply is never. A short read is no
-// proof of EAGAIN: a FIN that came with the data shows only to the next
-// read, as 0. After readBudget reads the connection yields its turn and
-// goes on the revisit list (see readBudget).
+// handle acts on one readiness event. Room to write (EPOLLOUT) sends what
+// the send buffer holds. Anything else means "read has news", and handle
+// reads until EAGAIN: under edge-triggered epoll the event was the only
+// notice of these bytes, and bytes left in the socket are not reported
+// again until new ones arrive, which for a client waiting for its reply is
+// never. A short read is no proof of EAGAIN: a FIN that came with the data
+// shows only to the next read, as 0. After readBudget reads the connection
+// yields its turn and goes on the revisit list (see readBudget); paused
+// (see pace), it stops at once, and resuming puts it there.
 func (l *loop) handle(c *conn, events uint32, buf []byte) {
 	if events&unix.EPOLLERR != 0 {
 		// The socket has a pending error (a RST, typically); reading it
@@ -59,9 +82,21 @@ func (l *loop) handle(c *conn, events uint32, buf []byte) {
 		l.closeConn(c, soError(c.fd))
 		return
 	}
+	if events&unix.EPOLLOUT != 0 {
+		l.send(c, false)
+		if c.state == closed || events&^unix.EPOLLOUT == 0 {
+			return
+		}
+	}
 	// EPOLLIN, EPOLLRDHUP and EPOLLHUP all mean "read has news": data, 0
 	// for the client's FIN, or an error; then EAGAIN once there is no more.
 	for reads := 0; reads < readBudget; reads++ {
+		if !c.reading() {
+			if tracing {
+				trace.Printf("read fd=%d: not now (%d bytes buffered, paused %v, EOF %v)", c.fd, c.pending(), c.paused, c.eof)
+			}
+			return
+		}
 		n, err := readFD(c.fd, buf)
 		switch {
 		case err == unix.EAGAIN:
@@ -88,6 +123,12 @@ func (l *loop) handle(c *conn, events uint32, buf []byte) {
 	if tracing {
 		trace.Printf("read fd=%d budget spent; revisit", c.fd)
 	}
+	l.revisitSoon(c)
+}
+
+// revisitSoon puts c on the revisit list, once: bytes wait in its socket
+// that no new edge will announce.
+func (l *loop) revisitSoon(c *conn) {
 	if !c.queued {
 		c.queued = true
 		l.revisit = append(l.revisit, c)
@@ -113,43 +154,127 @@ func (l *loop) serveRevisits(buf []byte) {
 	}
 }
 
-// input answers the complete lines in p, or drops p once c is draining:
-// the server has stopped listening, and reads only so that the kernel has
-// no unread bytes to answer with a RST.
+// input answers the complete lines in p into c's send buffer, or drops p
+// once c is flushing or draining: the server has stopped listening, and
+// reads only so that the kernel has no unread bytes to answer with a RST.
 func (l *loop) input(c *conn, p []byte) {
 	if c.state != open {
 		return
 	}
+	behind := c.pending() > 0
 	var perr error
-	c.out, perr = c.sess.Input(c.out[:0], p)
-	l.send(c, c.out)
+	c.out, perr = c.sess.Input(c.out, p)
+	l.send(c, behind)
 	if errors.Is(perr, protocol.ErrClosing) {
 		l.drain(c, "line too long")
 	}
 }
 
-// send writes p to c and returns once the kernel has taken all of it: a
-// blocking write, and while it waits for a client that does not read,
-// every other client waits too (chapter 07 gives c a send buffer
-// instead). A write that fails (EPIPE, ECONNRESET) means the client is
-// gone: close at once.
-func (l *loop) send(c *conn, p []byte) {
-	if err := writeAll(c.fd, p); err != nil {
+// send offers the kernel what c's send buffer holds, and never waits: what
+// the kernel does not take stays in the buffer, in order, and EPOLLOUT
+// says when there is room for it. Replies behind bytes the kernel refused
+// (behind) are not offered at all: the socket had no room at the last
+// write and no EPOLLOUT has said otherwise since, so a write would only
+// meet EAGAIN; they go with the rest when EPOLLOUT comes, in one writev.
+// A write that fails (EPIPE, ECONNRESET) means the client is gone: close
+// at once.
+func (l *loop) send(c *conn, behind bool) {
+	if !behind {
+		if err := c.flush(); err != nil {
+			l.closeConn(c, err.Error())
+			return
+		}
+	}
+	if err := l.watchOut(c); err != nil {
+		l.closeConn(c, err.Error())
+		return
+	}
+	if c.pace(l.cfg.highWater) {
+		l.readAgain(c)
+	}
+	if c.state == flushing && c.pending() == 0 {
+		l.flushed(c)
+	}
+}
+
+// watchOut makes epoll watch EPOLLOUT for c while its send buffer holds
+// bytes, and not otherwise: EPOLL_CTL_MOD on those two transitions only,
+// never per write. Off with bytes left, nothing would say when the socket
+// has room again, and c would hang. On with nothing left, a socket with
+// room is always writable: a level-triggered loop would wake for it at
+// once, forever, and even edge-triggered every ACK from the client would
+// wake this one for nothing.
+func (l *loop) watchOut(c *conn) error {
+	ev := c.events &^ unix.EPOLLOUT
+	if c.pending() > 0 {
+		ev |= unix.EPOLLOUT
+	}
+	if ev == c.events {
+		return nil
+	}
+	return l.rewatch(c, ev)
+}
+
+// drain ends a conversation the server ends and the client may not: after
+// an error line, at the end of grace, after -idle-timeout; and after the
+// client's FIN while replies are still owed. close(2) now would lose
+// replies: with input unread the kernel answers with a RST, and a RST
+// throws away every byte still on its way. So c first flushes: it reads
+// no more requests (what the client sends is dropped from now on), and
+// what its send buffer holds goes out as the socket takes it. Then
+// flushed shuts the write side. Both steps together have until c's
+// deadline. drain is the one way out of open.
+func (l *loop) drain(c *conn, why string) {
+	if c.state != open {
+		return
+	}
+	c.state = flushing
+	c.deadline = earlier(time.Now().Add(lingerTimeout), l.stopBy)
+	l.lingering = append(l.lingering, c)
+	l.idle.remove(c)
+	if tracing {
+		trace.Printf("drain fd=%d (%s): flushing %d bytes, dropping input, until %s",
+			c.fd, why, c.pending(), c.deadline.Format("15:04:05.000000"))
+	}
+	if c.paused {
+		// Dropping input does not fill the buffer, and a client blocked
+		// sending may not read its replies until it can send again.
+		c.paused = false
+		l.readAgain(c)
+	}
+	if c.state == flushing && c.pending() == 0 {
+		l.flushed(c)
+	}
+}
+
+// readAgain lets a c that was paused be read again. In -model loops the
+// bytes that came meanwhile have had their edge, and no event will
+// announce them again: the revisit list reads them, this turn. In -model
+// queue c is armed without EPOLLIN: re-armed with it (level-triggered),
+// epoll reports them at once. (A worker that resumes c re-arms it anyway,
+// at the end of its step.)
+func (l *loop) readAgain(c *conn) {
+	if l.requests == nil {
+		l.revisitSoon(c)
+		return
+	}
+	c.hold.mu.Lock()
+	err := l.rearm(c, c.wants())
+	c.hold.mu.Unlock()
+	if err != nil {
 		l.closeConn(c, err.Error())
 	}
 }
 
-// drain ends a conversation the server ends and the client may not: after
-// an error line, or at the end of grace. close(2) now would lose replies:
-// with input unread the kernel answers with a RST, and a RST throws away
-// every byte still on its way. So every reply owed goes first (send has
-// already waited for the kernel to take them), then shutdown(SHUT_WR) puts
-// a FIN behind them, so the client reads them all and then EOF; and c
-// lingers, dropping what the client still sends, until the client closes
-// too (read returns 0) or c's deadline passes. drain is the one way out of
-// open: a send buffer (chapter 07) will have to empty first, here.
-func (l *loop) drain(c *conn, why string) {
-	if c.state != open {
+// flushed moves a flushing c on once its send buffer is empty:
+// shutdown(SHUT_WR) puts a FIN behind the replies, so the client reads
+// them all and then EOF; and c lingers, dropping what the client still
+// sends, until the client closes too (read returns 0) or c's deadline
+// passes. A client that has sent its FIN already has nothing left to send:
+// c closes at once.
+func (l *loop) flushed(c *conn) {
+	if c.eof {
+		l.closeConn(c, "EOF, replies sent")
 		return
 	}
 	if err := unix.Shutdown(c.fd, unix.SHUT_WR); err != nil {
@@ -157,22 +282,126 @@ func (l *loop) drain(c *conn, why string) {
 		return
 	}
 	c.state = draining
-	c.deadline = earlier(time.Now().Add(lingerTimeout), l.stopBy)
-	l.lingering = append(l.lingering, c)
 	if tracing {
-		trace.Printf("drain fd=%d (%s): write side shut, dropping input until EOF or %s",
-			c.fd, why, c.deadline.Format("15:04:05.000000"))
+		trace.Printf("drain fd=%d: send buffer empty, write side shut, dropping input until EOF", c.fd)
 	}
 }
 
 // finish ends c after the client's FIN. A last line without '\n' is a line
-// now (the client said it is done) and is answered before the close. The
-// client sends nothing more, so nothing is left unread to linger for.
+// now (the client said it is done) and is answered. The client sends
+// nothing more, so nothing is left unread to linger for: c closes once
+// its send buffer is empty, at once if the kernel took every reply.
 func (l *loop) finish(c *conn) {
+	c.eof = true
 	if c.state == open {
-		l.send(c, c.sess.EOF(c.out[:0]))
+		behind := c.pending() > 0
+		c.out = c.sess.EOF(c.out)
+		l.send(c, behind)
 	}
-	if c.state != closed {
+	switch {
+	case c.state == closed:
+	case c.pending() > 0:
+		l.drain(c, "EOF, replies owed") // flushing already: flushed closes it
+	default:
 		l.closeConn(c, "EOF")
+	}
+}
+
+// reading reports whether c is to be read now: not after the client's
+// FIN, and not while it is open and paused. Flushing and draining, it is
+// read even when paused: what it reads is dropped, and costs no memory.
+func (c *conn) reading() bool {
+	return !c.eof && (c.state != open || !c.paused)
+}
+
+// pace is backpressure: a connection whose send buffer holds more than
+// high bytes is paused, not read from, so a client that sends and never
+// reads cannot make the server queue replies without end; it resumes once
+// the buffer holds a quarter of high or less. pace reports whether it
+// resumed. The mark is looked at after each read, so a buffer may pass it
+// by one read's replies.
+//
+// The low mark is well below the high one so that c does not flip between
+// paused and reading on every write: each resume comes after the client
+// has taken three quarters of the mark, and finds a quarter still queued,
+// so the socket has bytes to send while the loop reads and answers the
+// next requests.
+func (c *conn) pace(high int) (resumed bool) {
+	switch n := c.pending(); {
+	case !c.paused && n > high:
+		c.paused = true
+		if tracing {
+			trace.Printf("fd=%d %d bytes buffered, over -high-water %d: reads paused", c.fd, n, high)
+		}
+	case c.paused && n <= high/4:
+		c.paused = false
+		if tracing {
+			trace.Printf("fd=%d %d bytes buffered, down to %d: reads resumed", c.fd, n, high/4)
+		}
+		return true
+	}
+	return false
+}
+
+// pending is how many bytes c's send buffer holds.
+func (c *conn) pending() int {
+	return len(c.rest) - c.sent + len(c.out)
+}
+
+// flush writes what c's send buffer holds, oldest first, until it is all
+// gone or the kernel takes no more (EAGAIN), which leaves the rest for
+// EPOLLOUT. Under edge-triggered epoll only EAGAIN is sure to be followed
+// by an edge when room comes; a short write is not.
+func (c *conn) flush() error {
+	for c.pending() > 0 {
+		n, call, err := c.write()
+		if err == unix.EAGAIN {
+			if tracing {
+				trace.Printf("%s fd=%d EAGAIN; %d bytes buffered", call, c.fd, c.pending())
+			}
+			return nil
+		}
+		if err != nil {
+			return os.NewSyscallError(call, err)
+		}
+		c.wrote(n)
+		if tracing {
+			trace.Printf("%s fd=%d n=%d; %d bytes buffered", call, c.fd, n, c.pending())
+		}
+	}
+	return nil
+}
+
+// write offers the kernel the whole send buffer in one system call:
+// write(2) when one part is empty, else writev(2) with both, the rest of
+// earlier replies and the ones made since, so that they need no copying
+// into one buffer first and no second call. call names it, for errors.
+func (c *conn) write() (n int, call string, err error) {
+	rest := c.rest[c.sent:]
+	switch {
+	case len(rest) == 0:
+		n, err = writeFD(c.fd, c.out)
+		return n, "write", err
+	case len(c.out) == 0:
+		n, err = writeFD(c.fd, rest)
+		return n, "write", err
+	}
+	c.iov = [2][]byte{rest, c.out}
+	n, err = writevFD(c.fd, c.iov[:])
+	return n, "writev", err
+}
+
+// wrote drops the n bytes the kernel took from the front of the send
+// buffer. Once rest is all sent, out becomes rest, its first bytes perhaps
+// sent too, and rest's array, empty, becomes out.
+func (c *conn) wrote(n int) {
+	left := len(c.rest) - c.sent
+	if n < left {
+		c.sent += n
+		return
+	}
+	c.rest, c.out, c.sent = c.out, c.rest[:0], n-left
+	if c.sent == len(c.rest) {
+		c.rest, c.sent = c.rest[:0], 0
 	}
 }

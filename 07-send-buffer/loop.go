@@ -57,19 +57,25 @@ type loop struct {
 	// marked closed.
 	lingering []*conn
 
-	// revisit holds connections whose read budget ran out before EAGAIN:
-	// bytes wait in their sockets that no new edge will announce. The loop
-	// serves them after each round of events, and does not sleep in
-	// epoll_wait while the list is not empty.
+	// revisit holds connections whose read budget ran out before EAGAIN,
+	// or that resumed reading after a pause: bytes wait in their sockets
+	// that no new edge will announce. The loop serves them after each
+	// round of events, and does not sleep in epoll_wait while the list is
+	// not empty.
 	revisit []*conn
+
+	// idle holds the open connections, with -idle-timeout, the least
+	// recently active first.
+	idle idleList
 
 	deadline time.Time // end of grace, once the loop has begun it; zero once over
 	stopBy   time.Time // once grace has begun: every connection is closed by then
 
 	// served and events count, over the loop's life, the connections it
 	// registered and the events on them it dispatched: how the trace and
-	// the tests see the loops share the work.
-	served, events int
+	// the tests see the loops share the work. abandoned counts the
+	// connections closed at the end of shutdown with replies unsent.
+	served, events, abandoned int
 
 	// requests is the request queue of -model queue, which the loop fills
 	// and the workers (see queue.go) empty; nil in -model loops.
@@ -223,4 +229,55 @@ func (l *loop) close() {
 	l.closed = true
 	l.waker.close()
 	unix.Close(l.epfd)
+}
+
+// idleList is a loop's open connections in the order they were last
+// active, the least recent at the front: the next to time out, whose
+// deadline is the only one epoll_wait's timeout needs. It is intrusive
+// (the links are fields of conn), so moving a connection to the back on
+// each event costs O(1) and allocates nothing, and a connection is taken
+// off without a search. One timer per connection would do the same work
+// through the runtime's timer heap, at O(log n) per event.
+type idleList struct{ front, back *conn }
+
+func (q *idleList) pushBack(c *conn) {
+	c.prev, c.next = q.back, nil
+	if q.back != nil {
+		q.back.next = c
+	} else {
+		q.front = c
+	}
+	q.back = c
+}
+
+// remove takes c off the list; a c not on it is left alone.
+func (q *idleList) remove(c *conn) {
+	switch {
+	case c.prev != nil:
+		c.prev.next = c.next
+	case q.front == c:
+		q.front = c.next
+	default:
+		return
+	}
+	if c.next != nil {
+		c.next.prev = c.prev
+	} else {
+		q.back = c.prev
+	}
+	c.prev, c.next = nil, nil
+}
+
+// touch marks c active now, for -idle-timeout: any event counts, bytes or
+// a FIN from the client, or room for more replies (it reads them). Only
+// open connections are on the list: from drain on, c's deadline rules.
+func (l *loop) touch(c *conn) {
+	if l.cfg.idleTimeout == 0 || c.state != open {
+		return
+	}
+	c.active = time.Now()
+	if l.idle.back != c {
+		l.idle.remove(c)
+		l.idle.pushBack(c)
+	}
 }

@@ -1,18 +1,17 @@
 //go:build linux
 
-// Command 06-reactor-pool spreads the clients over several of 05's loops.
-// The acceptor, the main reactor, deals each new connection to one of
-// -loops loops in turn, each a goroutine locked to an OS thread with an
-// epoll fd of its own; the connection belongs to that loop for its whole
-// life, and no other goroutine ever reads, writes or closes it, so the
-// loops share nothing but the listener's output and need no lock between
-// them. muduo calls this one loop per thread.
+// Command 07-send-buffer is 06's server, in both its models, with a send
+// buffer per connection: a reply is written at once when nothing is
+// waiting before it, and what the kernel does not take is kept, in order,
+// until EPOLLOUT says there is room. No write ever waits, so a client that
+// does not read stalls no one. Its buffer is bounded: past -high-water the
+// server stops reading that client until it has taken most of its
+// replies. And the server closes a connection only once the replies it
+// owes are sent: open, flushing, draining, closed.
 //
-// -model queue is the other way to use threads, the seed's 7-step
-// Reactor: one loop only waits for readiness and puts each event on a
-// request queue, and a pool of -loops workers does the reading, the work
-// and the writing. EPOLLONESHOT keeps two workers off one connection.
-// Writes still wait in poll(2) when the socket is full, in both models.
+// As in 06, -model loops deals each connection to one of -loops loops,
+// which owns it for its whole life, and -model queue is the seed's 7-step
+// Reactor: one loop waits, -loops workers read, answer and write.
 package main
 
 import (
@@ -41,10 +40,20 @@ type config struct {
 	wakeup  string
 	model   string
 	loops   int
+
+	highWater   int
+	idleTimeout time.Duration
 }
 
 // name prefixes every message and names the flag set.
 const name = "07-send-buffer"
+
+// defaultHighWater is -high-water's default: what a connection's send
+// buffer may hold before the server stops reading it. A turn's read budget
+// in echo mode (readBudget reads of readSize, 1 MiB) fits, so a client
+// that sends a burst and reads is never paused; and a thousand clients
+// that never read cost at most a few GiB, not all the memory there is.
+const defaultHighWater = readBudget * readSize
 
 // trace prints every accept, event, read, write and close when -v is given,
 // for live demos. Calls on the hot path (per event, read and write) check
@@ -79,10 +88,10 @@ func main() {
 		sig := <-sigs
 		trace.Printf("signal %v: stop accepting, %v grace for open connections", sig, grace)
 		srv.shutdown()
-		// The loop can be stuck writing to a client that does not read
-		// (this chapter's known limit, `slow-reader`): do not let it hold
-		// the process past the contract's 2 s, and do not call that a
-		// success either.
+		// No loop waits for a client in this chapter: by drainStop each
+		// has closed its last connection, and serve returns. Should one
+		// not, a bug, do not let it hold the process past the contract's
+		// 2 s, and do not call that a success either.
 		time.AfterFunc(hardStop, func() {
 			fmt.Fprintf(os.Stderr, "%s: hard stop %v after the signal; connections abandoned: %d\n",
 				name, hardStop, srv.live.Load())
@@ -92,6 +101,13 @@ func main() {
 
 	if err := srv.serve(); err != nil {
 		fmt.Fprintln(os.Stderr, name+":", err)
+		os.Exit(1)
+	}
+	// A client that did not read had replies left in its send buffer
+	// when shutdown's time ran out: exit 0 would say none was lost.
+	if n := srv.abandoned(); n > 0 {
+		fmt.Fprintf(os.Stderr, "%s: replies unsent %v after the signal; connections abandoned: %d\n",
+			name, drainStop, n)
 		os.Exit(1)
 	}
 }
@@ -105,6 +121,8 @@ func parseFlags(args []string) (config, error) {
 	wakeup := fs.String("wakeup", "eventfd", "how other goroutines wake the loop: "+strings.Join(wakeupKinds, ", "))
 	model := fs.String("model", "loops", "loops (each connection owned by one of -loops loops) or queue (one loop, -loops workers: the 7-step Reactor)")
 	loops := fs.Int("loops", runtime.NumCPU(), "how many event loops (-model loops) or workers (-model queue)")
+	highWater := fs.Int("high-water", defaultHighWater, "stop reading a client whose unsent replies pass this many bytes, until they fall to a quarter")
+	idleTimeout := fs.Duration("idle-timeout", 0, "close a connection with no traffic for this long (0: never)")
 	if err := fs.Parse(args); err != nil {
 		return config{}, err
 	}
@@ -127,9 +145,16 @@ func parseFlags(args []string) (config, error) {
 	if *loops < 1 {
 		return config{}, fmt.Errorf("-loops %d: want at least 1", *loops)
 	}
+	if *highWater < 1 {
+		return config{}, fmt.Errorf("-high-water %d: want at least 1", *highWater)
+	}
+	if *idleTimeout < 0 {
+		return config{}, fmt.Errorf("-idle-timeout %v: want 0 (never) or more", *idleTimeout)
+	}
 	if *verbose {
 		trace.SetOutput(os.Stderr)
 		tracing = true
 	}
-	return config{addr: *addr, mode: m, maxLine: *maxLine, wakeup: *wakeup, model: *model, loops: *loops}, nil
+	return config{addr: *addr, mode: m, maxLine: *maxLine, wakeup: *wakeup, model: *model, loops: *loops,
+		highWater: *highWater, idleTimeout: *idleTimeout}, nil
 }

@@ -12,21 +12,28 @@ import (
 	"reactorlab/shared/protocol"
 )
 
-// -model queue is the seed's Reactor in seven steps, as it describes it:
+// -model queue is the seed's Reactor in seven steps, with a send buffer:
 // the loop only waits for readiness, and a pool of workers does the rest.
 //
 //  1. The loop registers each socket for reading (register: armRead).
 //  2. It waits in epoll_wait (turn).
 //  3. A socket is readable: the loop puts the event on the request queue
 //     (request).
-//  4. A worker takes it, reads, answers every complete line into c.out,
-//     and registers the socket for writing (readStep, then writeNext:
-//     EPOLL_CTL_MOD with armWrite).
+//  4. A worker takes it, reads, answers every complete line into c.out
+//     and writes the replies at once (readStep). What the kernel does not
+//     take stays in the send buffer, and the socket is registered for
+//     writing too (release: EPOLL_CTL_MOD with c.wants(), EPOLLOUT in it).
 //  5. The loop waits for writability (turn again).
 //  6. The socket is writable: the loop queues that event too (request).
-//  7. A worker takes it and writes the replies (writeStep), then registers
-//     the socket for reading once more (release: armRead), and the cycle
-//     is back at 2.
+//  7. A worker takes it and writes what the send buffer holds (step),
+//     then registers the socket for reading once more, without EPOLLOUT
+//     if the buffer is empty (release), and the cycle is back at 2.
+//
+// The seed registers for writing after every request and writes only on
+// step 7, even when the socket had room all along: two more trips through
+// the loop per reply. Here steps 5 to 7 happen only for what the kernel
+// did not take at once, and the worker never waits for room (06's waited
+// in poll(2), holding a worker and every client behind it).
 //
 // EPOLLONESHOT on every registration is what the seed's example lacks:
 // after one event the kernel reports nothing more for the socket until it
@@ -35,10 +42,7 @@ import (
 // one connection come out of order (or a line is split between workers).
 // With it, a connection has at most one request in flight, from the event
 // until the worker re-arms it: one worker at a time, in request order.
-const (
-	armRead  = unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT
-	armWrite = unix.EPOLLOUT | unix.EPOLLONESHOT
-)
+const armRead = unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT
 
 // request is an event on the request queue: steps 3 and 6.
 type request struct {
@@ -62,19 +66,13 @@ var loopWhy = [...]string{wantDrain: "grace over", wantClose: "linger over"}
 
 // hold is a connection's state between the loop and the workers, in
 // -model queue. A connection is busy from the event the loop queues until
-// the worker re-arms it for reading; meanwhile only that worker touches
-// it, and the loop, which may need to drain or close it (grace is over, a
-// linger ran out), leaves a want instead, for the worker to hand back.
+// the worker re-arms it; meanwhile only that worker touches it, and the
+// loop, which may need to drain or close it (grace is over, a linger ran
+// out), leaves a want instead, for the worker to hand back.
 type hold struct {
 	mu   sync.Mutex
 	busy bool
 	want want
-
-	// The worker's, while busy: the next event is the write of c.out
-	// (step 7), and after it comes what, for what reason.
-	writing bool
-	after   want
-	why     string
 }
 
 // startWorkers makes l a -model queue loop with n workers; call it before
@@ -128,27 +126,36 @@ func (l *loop) held(c *conn, w want) bool {
 
 // takeBack runs on the loop, as a task from a worker: c is the loop's
 // again, to drain or close, the worker's w or the loop's own want,
-// whichever goes further.
+// whichever goes further; or, flushing, to move on now that its send
+// buffer is empty.
 func (l *loop) takeBack(c *conn, w want, why string) {
 	c.hold.mu.Lock()
+	overdue := false
 	if c.hold.want > w {
 		w, why = c.hold.want, loopWhy[c.hold.want]
+		overdue = w == wantClose
 	}
 	c.hold.busy, c.hold.want = false, wantNothing
 	c.hold.mu.Unlock()
-	switch w {
-	case wantClose:
+	switch {
+	case overdue:
+		l.lingerOver(c)
+		return
+	case w == wantClose:
 		l.closeConn(c, why)
 		return
-	case wantDrain:
+	case w == wantDrain:
 		l.drain(c, why) // may close c, if shutdown(2) fails
+	case c.state == flushing && c.pending() == 0:
+		l.flushed(c)
 	}
 	if c.state == closed {
 		return
 	}
-	// Draining, c is still read from (and its input dropped) until EOF.
+	// Flushing or draining, c is still read from (and its input dropped)
+	// until EOF.
 	c.hold.mu.Lock()
-	err := l.rearm(c, armRead)
+	err := l.rearm(c, c.wants())
 	c.hold.mu.Unlock()
 	if err != nil {
 		l.closeConn(c, err.Error())
@@ -162,8 +169,22 @@ func (l *loop) takeBack(c *conn, w want, why string) {
 // does, as far as Go's memory model (and -race) can see. The kernel's own
 // ordering of MOD before the event is invisible to both.
 func (l *loop) rearm(c *conn, events uint32) error {
-	ev := unix.EpollEvent{Events: events, Fd: int32(c.fd)}
-	return os.NewSyscallError("epoll_ctl", unix.EpollCtl(l.epfd, unix.EPOLL_CTL_MOD, c.fd, &ev))
+	return l.rewatch(c, events)
+}
+
+// wants is c's next registration: EPOLLONESHOT, with EPOLLIN (and
+// EPOLLRDHUP) while c is to be read, and EPOLLOUT while its send buffer
+// holds bytes. Paused, c is armed without EPOLLIN: the one-shot event that
+// would read it is not asked for at all.
+func (c *conn) wants() uint32 {
+	events := uint32(unix.EPOLLONESHOT)
+	if c.reading() {
+		events |= unix.EPOLLIN | unix.EPOLLRDHUP
+	}
+	if c.pending() > 0 {
+		events |= unix.EPOLLOUT
+	}
+	return events
 }
 
 // worker is one of the pool, with a read buffer of its own.
@@ -178,42 +199,71 @@ type worker struct {
 func (w *worker) work() {
 	for r := range w.l.requests {
 		w.served++
-		if r.c.hold.writing {
-			w.writeStep(r.c)
-		} else {
-			w.readStep(r.c, r.events)
-		}
+		w.step(r.c, r.events)
 	}
 	trace.Printf("worker %d: done; %d requests", w.id, w.served)
 }
 
-// readStep is step 4: read what the event announced, up to readBudget
-// reads (a level-triggered re-arm reports what is left at once), answer
-// every complete line into c.out, and have it written. A draining c only
-// has its input dropped.
-func (w *worker) readStep(c *conn, events uint32) {
+// step serves one event on c: room to write sends what the send buffer
+// holds (step 7); bytes to read are read and answered (step 4); both may
+// come in one event. Then c is re-armed for what it waits for now, or
+// handed back to the loop.
+func (w *worker) step(c *conn, events uint32) {
 	if events&unix.EPOLLERR != 0 {
 		w.giveBack(c, wantClose, soError(c.fd))
 		return
 	}
-	c.out = c.out[:0]
-reads:
+	if events&unix.EPOLLOUT != 0 {
+		if tracing {
+			trace.Printf("worker %d: fd=%d writable, %d bytes buffered", w.id, c.fd, c.pending())
+		}
+		if err := c.flush(); err != nil {
+			w.giveBack(c, wantClose, err.Error())
+			return
+		}
+	}
+	after, why := wantNothing, ""
+	if events&^unix.EPOLLOUT != 0 {
+		after, why = w.readStep(c)
+	}
+	w.release(c, after, why)
+}
+
+// readStep is step 4: read what the event announced, up to readBudget
+// reads (a level-triggered re-arm reports what is left at once), answer
+// every complete line into c.out, and write the replies at once when
+// nothing waits before them, as send does in -model loops. It stops early
+// when c passes high water (see pace). A flushing or draining c only has
+// its input dropped. It returns what is to come after, for what reason.
+func (w *worker) readStep(c *conn) (after want, why string) {
 	for range readBudget {
+		if !c.reading() {
+			break
+		}
 		n, err := readFD(c.fd, w.buf)
 		switch {
 		case err == unix.EAGAIN:
-			break reads
+			return wantNothing, ""
 		case err != nil:
-			w.giveBack(c, wantClose, os.NewSyscallError("read", err).Error())
-			return
-		case n == 0 && c.state != open:
-			w.giveBack(c, wantClose, "EOF")
-			return
-		case n == 0:
-			// The client's FIN makes an unfinished last line a line.
+			return wantClose, os.NewSyscallError("read", err).Error()
+		case n == 0 && c.state == open:
+			// The client's FIN makes an unfinished last line a line; the
+			// loop closes c once its replies are sent.
+			c.eof = true
+			behind := c.pending() > 0
 			c.out = c.sess.EOF(c.out)
-			w.writeNext(c, wantClose, "EOF")
-			return
+			if err := w.send(c, behind); err != nil {
+				return wantClose, err.Error()
+			}
+			if c.pending() > 0 {
+				return wantDrain, "EOF, replies owed"
+			}
+			return wantClose, "EOF"
+		case n == 0 && c.state == flushing && c.pending() > 0:
+			c.eof = true // closed once the buffer is empty (see flushed)
+			return wantNothing, ""
+		case n == 0:
+			return wantClose, "EOF"
 		}
 		if tracing {
 			trace.Printf("worker %d: read fd=%d n=%d", w.id, c.fd, n)
@@ -221,67 +271,57 @@ reads:
 		if c.state != open {
 			continue
 		}
+		behind := c.pending() > 0
 		var perr error
 		c.out, perr = c.sess.Input(c.out, w.buf[:n])
+		if err := w.send(c, behind); err != nil {
+			return wantClose, err.Error()
+		}
 		if errors.Is(perr, protocol.ErrClosing) {
-			w.writeNext(c, wantDrain, "line too long")
-			return
+			return wantDrain, "line too long"
 		}
 	}
-	w.writeNext(c, wantNothing, "")
+	return wantNothing, ""
 }
 
-// writeNext ends step 4: register c for writing (EPOLL_CTL_MOD, armWrite)
-// and leave the write to the worker that gets the event, and after it,
-// after. Nothing to write skips the round trip through the loop.
-func (w *worker) writeNext(c *conn, after want, why string) {
-	if len(c.out) == 0 {
-		w.release(c, after, why)
-		return
+// send writes c's new replies at once, unless they are behind bytes the
+// kernel refused (see the loop's send), and paces c.
+func (w *worker) send(c *conn, behind bool) error {
+	if !behind {
+		if err := c.flush(); err != nil {
+			return err
+		}
 	}
-	c.hold.after, c.hold.why = after, why
-	c.hold.mu.Lock()
-	c.hold.writing = true
-	err := w.l.rearm(c, armWrite)
-	c.hold.mu.Unlock()
-	if err != nil {
-		w.giveBack(c, wantClose, err.Error())
-		return
-	}
-	if tracing {
-		trace.Printf("worker %d: fd=%d has %d bytes to write: armed EPOLLOUT|EPOLLONESHOT", w.id, c.fd, len(c.out))
-	}
+	c.pace(w.l.cfg.highWater)
+	return nil
 }
 
-// writeStep is step 7: write the replies (waiting in poll(2) while the
-// socket is full, which holds this worker), then what was to come after.
-func (w *worker) writeStep(c *conn) {
-	c.hold.writing = false
-	if err := writeAll(c.fd, c.out); err != nil {
-		w.giveBack(c, wantClose, err.Error())
-		return
-	}
-	w.release(c, c.hold.after, c.hold.why)
-}
-
-// release ends the worker's turn with c: back to step 1, re-armed for
-// reading, unless there is work for the loop (the worker's after, or the
-// loop's own want), which gets c back instead.
+// release ends the worker's turn with c: re-armed for what it waits for
+// now (wants), unless there is work for the loop (the worker's after, the
+// loop's own want, or a flushing c whose buffer is empty), which gets c
+// back instead.
 func (w *worker) release(c *conn, after want, why string) {
-	if after == wantNothing {
+	c.pace(w.l.cfg.highWater) // room came (EPOLLOUT): c may read again
+	flushed := c.state == flushing && c.pending() == 0
+	if after == wantNothing && !flushed {
+		events, buffered := c.wants(), c.pending()
 		c.hold.mu.Lock()
 		if c.hold.want == wantNothing {
-			err := w.l.rearm(c, armRead)
+			err := w.l.rearm(c, events)
 			c.hold.busy = err != nil // a failed re-arm stays busy: the loop closes it
 			c.hold.mu.Unlock()
 			if err != nil {
 				w.giveBack(c, wantClose, err.Error())
 			} else if tracing {
-				trace.Printf("worker %d: fd=%d done: armed EPOLLIN|EPOLLONESHOT", w.id, c.fd)
+				trace.Printf("worker %d: fd=%d done, %d bytes buffered: armed %s|EPOLLONESHOT",
+					w.id, c.fd, buffered, eventString(events))
 			}
 			return
 		}
 		c.hold.mu.Unlock()
+	}
+	if flushed && after == wantNothing {
+		why = "replies sent" // the loop shuts the write side (see takeBack)
 	}
 	w.giveBack(c, after, why)
 }

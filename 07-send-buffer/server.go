@@ -14,18 +14,20 @@ import (
 // The contract's shutdown: after SIGINT or SIGTERM, open connections get
 // grace to be read and answered, then drain (see drain). By drainStop
 // every connection is closed, lingering or not, so that the loop returns
-// and the process exits 0 inside the contract's 2 s. hardStop is main's
-// last resort, for a loop stuck writing to a client that does not read.
+// and the process exits inside the contract's 2 s: 0, or 1 if a send
+// buffer still held replies then (see lingerOver). No loop waits for a
+// client any more; hardStop is main's last resort all the same.
 const (
 	grace     = 1 * time.Second
 	drainStop = 1600 * time.Millisecond
 	hardStop  = 1800 * time.Millisecond
 )
 
-// lingerTimeout is how long a draining connection (see drain) waits for
-// its client to close: long enough for a client that reads to take the
-// replies in flight and see EOF. A client that neither reads nor closes is
-// dropped at the end, and gets its RST after all.
+// lingerTimeout is how long a connection the server ends (see drain) has
+// to flush its send buffer and then wait for its client to close: long
+// enough for a client that reads to take the replies in flight and see
+// EOF. A client that neither reads nor closes is dropped at the end, and
+// gets its RST after all.
 const lingerTimeout = 2 * time.Second
 
 // A failed accept (see pauseAccept) is retried after minAcceptBackoff,
@@ -153,6 +155,17 @@ func (s *server) waitLoops() error {
 	return nil
 }
 
+// abandoned is how many connections the loops closed at the end of
+// shutdown with replies still in their send buffers; ask once serve has
+// returned.
+func (s *server) abandoned() int {
+	n := 0
+	for _, l := range s.loops {
+		n += l.abandoned
+	}
+	return n
+}
+
 // closeLoops closes every loop's fds once no goroutine uses them.
 func (s *server) closeLoops() {
 	for _, l := range s.loops {
@@ -194,6 +207,7 @@ func (l *loop) dispatch(ev unix.EpollEvent, buf []byte) {
 		return
 	}
 	l.events++
+	l.touch(c)
 	if l.requests != nil {
 		l.request(c, ev.Events) // -model queue: a worker serves it
 		return
@@ -204,10 +218,11 @@ func (l *loop) dispatch(ev unix.EpollEvent, buf []byte) {
 // timeout is epoll_wait's, in milliseconds: 0 while the revisit list owes
 // reads (no edge will come for those bytes, so sleeping could mean
 // sleeping forever); else until the first thing expire has to do (end
-// grace, end a linger), or -1, sleep until something happens, when there
-// is none. A loop that wakes on a timer while idle is the seed's mistake
-// (epoll_wait with 10 ms): it burns CPU with nothing to do. A task is
-// something happening: its wake ends the sleep.
+// grace, end a linger, time out an idle connection), or -1, sleep until
+// something happens, when there is none. A loop that wakes on a timer
+// while idle is the seed's mistake (epoll_wait with 10 ms): it burns CPU
+// with nothing to do. A task is something happening: its wake ends the
+// sleep.
 func (l *loop) timeout() int {
 	if len(l.revisit) > 0 {
 		return 0
@@ -215,6 +230,9 @@ func (l *loop) timeout() int {
 	next := l.deadline
 	if len(l.lingering) > 0 {
 		next = earlier(next, l.lingering[0].deadline)
+	}
+	if c := l.idle.front; c != nil {
+		next = earlier(next, c.active.Add(l.cfg.idleTimeout))
 	}
 	if next.IsZero() {
 		return -1
@@ -224,22 +242,39 @@ func (l *loop) timeout() int {
 }
 
 // expire does what has fallen due by now: close the connections whose
-// linger is over, end grace.
+// linger is over, drain those idle for -idle-timeout, end grace.
 func (l *loop) expire(now time.Time) {
 	for len(l.lingering) > 0 {
 		c := l.lingering[0]
-		if c.state == draining && now.Before(c.deadline) {
+		if c.state != closed && now.Before(c.deadline) {
 			break
 		}
 		l.lingering[0] = nil
 		l.lingering = l.lingering[1:]
-		if c.state == draining && !l.held(c, wantClose) {
-			l.closeConn(c, "linger over")
+		if c.state != closed && !l.held(c, wantClose) {
+			l.lingerOver(c)
 		}
+	}
+	for c := l.idle.front; c != nil && !now.Before(c.active.Add(l.cfg.idleTimeout)); c = l.idle.front {
+		if l.held(c, wantNothing) {
+			l.touch(c) // a worker is serving it: not idle
+			continue
+		}
+		l.drain(c, "idle")
 	}
 	if !l.deadline.IsZero() && !now.Before(l.deadline) {
 		l.endGrace()
 	}
+}
+
+// lingerOver closes c, whose deadline has passed. Still flushing, c had
+// replies left in its send buffer; during shutdown that is giving up on
+// replies owed, which the exit status must say (see abandoned).
+func (l *loop) lingerOver(c *conn) {
+	if c.state == flushing && c.pending() > 0 && !l.stopBy.IsZero() {
+		l.abandoned++
+	}
+	l.closeConn(c, "linger over")
 }
 
 // acceptLoop is the acceptor goroutine, the seed's accept thread done
@@ -318,9 +353,11 @@ func (l *loop) register(fd int) {
 		unix.Close(fd)
 		return
 	}
-	l.conns[fd] = newConn(fd, l.cfg)
+	c := newConn(fd, l.cfg, events)
+	l.conns[fd] = c
 	l.live.Add(1)
 	l.served++
+	l.touch(c)
 }
 
 // pauseAccept waits after accept failed for want of a resource, and
@@ -330,6 +367,14 @@ func (l *loop) register(fd int) {
 // or the server may have no connection of its own to close. The acceptor
 // has nothing else to do, so sleeping is right here, where the loop could
 // not sleep.
+//
+// The other cure for EMFILE is a spare fd, kept open to be closed when
+// accept fails, so as to accept the waiting client and close it at once
+// (libev and muduo do this). It sheds clients that a moment later might
+// have been served, helps only with EMFILE (the spare is ours, not the
+// system's: ENFILE takes it too), and races with every other goroutine
+// that opens an fd meanwhile (the runtime's own included). Clients waiting
+// in the backlog are served when fds free, which is what fd-limit asks.
 func (s *server) pauseAccept(err error) bool {
 	s.acceptBackoff = min(max(2*s.acceptBackoff, minAcceptBackoff), maxAcceptBackoff)
 	trace.Printf("accept: %v; accepting again in %v", err, s.acceptBackoff)
@@ -354,6 +399,7 @@ func (l *loop) closeConn(c *conn, why string) {
 	delete(l.conns, c.fd)
 	unix.Close(c.fd)
 	c.state = closed
+	l.idle.remove(c)
 	l.live.Add(-1)
 	if tracing {
 		trace.Printf("loop %d: close fd=%d (%s); %d conns, %d events so far", l.id, c.fd, why, l.served, l.events)
@@ -426,6 +472,22 @@ func (l *loop) done() bool {
 func (l *loop) watch(fd int, events uint32) error {
 	ev := unix.EpollEvent{Events: events, Fd: int32(fd)}
 	return os.NewSyscallError("epoll_ctl", unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &ev))
+}
+
+// rewatch is EPOLL_CTL_MOD: from now on epoll watches events for c. The
+// -v trace shows EPOLLOUT going on and off, the send buffer filling and
+// emptying.
+func (l *loop) rewatch(c *conn, events uint32) error {
+	if tracing && (events^c.events)&unix.EPOLLOUT != 0 {
+		now := "off"
+		if events&unix.EPOLLOUT != 0 {
+			now = "on"
+		}
+		trace.Printf("fd=%d EPOLLOUT %s: %d bytes buffered", c.fd, now, c.pending())
+	}
+	c.events = events
+	ev := unix.EpollEvent{Events: events, Fd: int32(c.fd)}
+	return os.NewSyscallError("epoll_ctl", unix.EpollCtl(l.epfd, unix.EPOLL_CTL_MOD, c.fd, &ev))
 }
 
 func (l *loop) unwatch(fd int) {

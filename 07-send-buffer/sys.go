@@ -105,52 +105,29 @@ func readFD(fd int, p []byte) (n int, err error) {
 	return n, err
 }
 
-// writeAll writes all of p. The socket is non-blocking, so write may take
-// part of p, or fail with EAGAIN while the client's receive window and our
-// send buffer are full. This chapter still has nowhere to keep the rest
-// (07 gives each connection a send buffer and asks for EPOLLOUT), so it
-// waits, right here, for this one fd: the whole loop stalls meanwhile,
-// exactly like 03's blocking write, and `slow-reader` stays the limit.
-//
-// The wait is poll(2), not the seed's sleep(10) and retry on EWOULDBLOCK:
-// that stalls the loop just the same, and then goes on sleeping for
-// seconds after the client has made room.
-func writeAll(fd int, p []byte) error {
-	for len(p) > 0 {
-		var n int
-		err := ignoringEINTR(func() (err error) {
-			n, err = unix.Write(fd, p)
-			return err
-		})
-		if err == unix.EAGAIN {
-			if tracing {
-				trace.Printf("write fd=%d EAGAIN; poll until writable", fd)
-			}
-			if err := waitWritable(fd); err != nil {
-				return err
-			}
-			continue
-		}
-		if err != nil {
-			return os.NewSyscallError("write", err)
-		}
-		if tracing {
-			trace.Printf("write fd=%d n=%d", fd, n)
-		}
-		p = p[n:]
-	}
-	return nil
+// writeFD is write(2) with EINTR retried, and writevFD writev(2), which
+// writes several buffers, in order, in one call. The socket is
+// non-blocking: either may take part of what it is offered, or fail with
+// EAGAIN while the client's receive window and our send buffer are full.
+// Neither waits: what the kernel does not take stays in the connection's
+// send buffer until EPOLLOUT (see send). The seed sleeps and retries on
+// EWOULDBLOCK instead, and 03 to 06 waited in poll(2): either way one
+// client that does not read stalls everyone behind it. The error is the
+// bare errno, as readFD's: EAGAIN is routine here.
+func writeFD(fd int, p []byte) (n int, err error) {
+	err = ignoringEINTR(func() error {
+		n, err = unix.Write(fd, p)
+		return err
+	})
+	return n, err
 }
 
-// waitWritable sleeps in poll(2) until fd can take more bytes, with no
-// timeout. An error or hangup on the socket ends the wait too, and the next
-// write reports it.
-func waitWritable(fd int) error {
-	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
-	return os.NewSyscallError("poll", ignoringEINTR(func() error {
-		_, err := unix.Poll(fds, -1)
+func writevFD(fd int, iov [][]byte) (n int, err error) {
+	err = ignoringEINTR(func() error {
+		n, err = unix.Writev(fd, iov)
 		return err
-	}))
+	})
+	return n, err
 }
 
 // epollWait is epoll_wait(2). A signal ends the wait with EINTR (never
