@@ -562,7 +562,7 @@ var models = []string{"loops", "queue"}
 
 // runServer runs the chapter's server in this process on 127.0.0.1:0 and
 // shuts it down when the test ends.
-func runServer(t *testing.T, cfg config) *server {
+func runServer(t testing.TB, cfg config) *server {
 	t.Helper()
 	cfg.addr = "127.0.0.1:0"
 	if cfg.wakeup == "" {
@@ -593,7 +593,7 @@ func runServer(t *testing.T, cfg config) *server {
 }
 
 // dialServer connects a client to s, closed when the test ends.
-func dialServer(t *testing.T, s *server) *net.TCPConn {
+func dialServer(t testing.TB, s *server) *net.TCPConn {
 	t.Helper()
 	c, err := net.DialTimeout("tcp", s.addr, 5*time.Second)
 	require.NoError(t, err)
@@ -792,7 +792,7 @@ func pipelineLines(c *net.TCPConn, id, lines int) error {
 // floodUntilStuck writes 4 KiB lines to c, never reading a reply, until
 // the server has taken nothing for 500 ms, and returns what it wrote (the
 // last line perhaps cut short).
-func floodUntilStuck(t *testing.T, c *net.TCPConn) []byte {
+func floodUntilStuck(t testing.TB, c *net.TCPConn) []byte {
 	t.Helper()
 	chunk := bytes.Repeat(append(bytes.Repeat([]byte("f"), 4<<10-1), '\n'), 16)
 	var sent []byte
