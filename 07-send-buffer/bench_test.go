@@ -4,6 +4,7 @@ package main
 
 import (
 	"bufio"
+	"fmt"
 	"net"
 	"runtime"
 	"sync"
@@ -51,6 +52,39 @@ func BenchmarkEcho(b *testing.B) {
 			lat, elapsed := crowd(b, clients, b.N)
 			load.Report(b, lat, elapsed)
 		})
+	}
+}
+
+// BenchmarkCrowd is BenchmarkEcho's crowd against 06 and 07 built as
+// servers of their own, both models each, in the same run: what the send
+// buffer costs where no client is slow, in msgs/s and in the server's CPU
+// time per message (user and system, from /proc).
+//
+//	go test -run='^$' -bench=Crowd -benchtime=100000x ./07-send-buffer
+func BenchmarkCrowd(b *testing.B) {
+	const conns = 100
+	loops := fmt.Sprint(runtime.NumCPU())
+	for _, ch := range []struct{ name, dir string }{{"06", "../06-reactor-pool"}, {"07", "."}} {
+		for _, model := range models {
+			b.Run(ch.name+"/"+model, func(b *testing.B) {
+				s := harness.StartServer(b, harness.Build(b, ch.dir), "-mode", "echo", "-model", model, "-loops", loops)
+				clients := make([]*load.Conn, conns)
+				for i := range clients {
+					clients[i] = load.Dial(b, s.Addr(), "echo")
+				}
+				cpu0, err := s.CPU()
+				if err != nil {
+					b.Fatal(err)
+				}
+				lat, elapsed := crowd(b, clients, b.N)
+				cpu1, err := s.CPU()
+				if err != nil {
+					b.Fatal(err)
+				}
+				load.Report(b, lat, elapsed)
+				b.ReportMetric(float64((cpu1-cpu0).Microseconds())/float64(lat.Len()), "cpu-µs/msg")
+			})
+		}
 	}
 }
 

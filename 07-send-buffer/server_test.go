@@ -13,8 +13,10 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"regexp"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -81,6 +83,29 @@ func TestScenarios(t *testing.T) {
 // which TestScenarios proves in every setting.
 func TestMatrix(t *testing.T) {
 	harness.CheckMatrix(t, "../README.md", "07 send-buffer", expectations)
+}
+
+// TestREADMELinks keeps the README's links into the code true: each
+// [`name`](file.go#LN) must point at a line of file.go that names name.
+func TestREADMELinks(t *testing.T) {
+	readme, err := os.ReadFile("README.md")
+	require.NoError(t, err)
+	links := regexp.MustCompile("\\[`(\\w+)`\\]\\((\\w+\\.go)#L(\\d+)\\)").FindAllStringSubmatch(string(readme), -1)
+	require.NotEmpty(t, links, "README.md links to no line of code")
+	for _, m := range links {
+		name, file, line := m[1], m[2], m[3]
+		src, err := os.ReadFile(file)
+		require.NoError(t, err)
+		lines := strings.Split(string(src), "\n")
+		n, _ := strconv.Atoi(line)
+		if n < 1 || n > len(lines) || !strings.Contains(lines[n-1], name) {
+			at := slices.IndexFunc(lines, func(l string) bool {
+				return strings.HasPrefix(l, "func ") && strings.Contains(l, " "+name+"(") ||
+					strings.HasPrefix(l, "const "+name) || strings.HasPrefix(l, "var "+name)
+			})
+			t.Errorf("README.md links %s to %s#L%s, which does not name it; it is at line %d", name, file, line, at+1)
+		}
+	}
 }
 
 func TestParseFlags(t *testing.T) {
