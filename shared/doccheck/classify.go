@@ -71,6 +71,11 @@ var rules = []rule{
 		why: "the page shows the load generator refusing an address off this machine: its usage error, exit 2, " +
 			"which go run reports as exit 1 (go run exits 1 whenever the program fails)"},
 
+	{re: regexp.MustCompile(`^cd /tmp/lab\w+ && go test `), kind: Run, exit: 1, timeout: 5 * time.Minute,
+		why: "a fresh starter fails its tests: the student's code is not written yet, as the page shows"},
+	{re: regexp.MustCompile(`^shared/classroom/grade-all\.sh -stage 2 .*01-blocking`), kind: Run, exit: 1, timeout: slowTimeout,
+		why: "01's serial model fails stage 2's concurrent and idle, as the page shows, and grade-all.sh says so with exit 1"},
+
 	// Slow, but each finishes by itself.
 	{re: regexp.MustCompile(`-bench=`), kind: Run, timeout: slowTimeout},
 	{re: regexp.MustCompile(`shared/cmd/grade -stage `), kind: Run, timeout: slowTimeout},
@@ -216,7 +221,7 @@ func Shape(line string) string {
 		return ""
 	}
 	var b strings.Builder
-	b.WriteString("^")
+	b.WriteString(`^\s*`)
 	last := 0
 	for _, m := range token.FindAllStringIndex(line, -1) {
 		b.WriteString(regexp.QuoteMeta(line[last:m[0]]))

@@ -235,11 +235,11 @@ func stubDecls(fset *token.FileSet, f *ast.File, src []byte, r *region, pkg pkgI
 				doc, src[off(d.Pos()):off(d.Body.Lbrace)], r.Task, indent(ret, "\t")))
 			r.Funcs = append(r.Funcs, funcName(d))
 		case *ast.GenDecl:
-			from := d.Pos()
+			doc := ""
 			if d.Doc != nil && d.Doc.Pos() >= r.labPos {
-				from = d.Doc.Pos()
+				doc = withoutMarkers(d.Doc)
 			}
-			pieces = append(pieces, string(src[off(from):off(d.End())]))
+			pieces = append(pieces, doc+string(src[off(d.Pos()):off(d.End())]))
 		}
 	}
 	if len(r.Funcs) == 0 {
@@ -262,6 +262,18 @@ func firstParagraph(cg *ast.CommentGroup) string {
 		}
 		b.WriteString(c.Text)
 		b.WriteString("\n")
+	}
+	return b.String()
+}
+
+// withoutMarkers is a whole doc comment but for marker lines.
+func withoutMarkers(cg *ast.CommentGroup) string {
+	var b strings.Builder
+	for _, c := range cg.List {
+		if !marker.MatchString(c.Text) {
+			b.WriteString(c.Text)
+			b.WriteString("\n")
+		}
 	}
 	return b.String()
 }

@@ -132,6 +132,35 @@ func open(k kind) (fd int, st state, p point, name string, ok bool, err error) {
 `,
 		},
 		{
+			name: "a variable right below the LAB line stays whole, without the marker",
+			src: `package p
+
+// LAB(one): write one
+// one is what write writes.
+//
+// A second paragraph.
+var one = []byte{1}
+
+// write writes one.
+func write() []byte { return one }
+
+// END LAB
+`,
+			want: `package p
+
+// one is what write writes.
+//
+// A second paragraph.
+var one = []byte{1}
+
+// write writes one.
+func write() []byte {
+	// TODO(lab): write one, see README.md
+	return nil
+}
+`,
+		},
+		{
 			name: "a nil without an error to report panics; errors is imported once",
 			src: `package p
 

@@ -435,7 +435,7 @@ func (h *handout) summary(stdout, stderr io.Writer) {
 	fmt.Fprintf(stdout, "handout: %s -> %s: %d %s; shared/ holds a copy of %s\n",
 		h.chapter, h.out, len(h.tasks), plural(len(h.tasks), "task"), strings.Join(h.shared, ", "))
 	for _, t := range h.tasks {
-		fmt.Fprintf(stdout, "  %-12s %s:%d  %s: %s\n", t.Name, t.File, t.Line, t.where(), t.Task)
+		fmt.Fprintf(stdout, "  %-12s %-14s %s: %s\n", t.Name, fmt.Sprintf("%s:%d", t.File, t.Line), t.where(), t.Task)
 	}
 	for _, w := range h.warnings {
 		fmt.Fprintln(stderr, "handout: warning:", w)
