@@ -25,27 +25,9 @@ usage() { echo "usage: $0 -- SERVER_CMD [ARGS...]   (CONNS=N to change the 10000
 [ $# -gt 0 ] || usage
 [[ "$conns" =~ ^[0-9]+$ ]] && [ "$conns" -ge 1 ] && [ "$conns" -le 25000 ] || { echo "CONNS=$conns: want 1 to 25000" >&2; exit 2; }
 
-root=$(cd "$(dirname "$0")/../.." && pwd)
-need() { command -v "$1" >/dev/null || { echo "installing $2 for $1"; apt-get install -y -qq "$2" >/dev/null || { apt-get update -qq && apt-get install -y -qq "$2" >/dev/null; }; }; }
-need ss iproute2
-command -v go >/dev/null || { echo "go is needed to build the lab's load generator" >&2; exit 1; }
-
-tmp=$(mktemp -d)
-server_pid= load_pid=
-cleanup() {
-  [ -n "$load_pid" ] && kill -INT "$load_pid" 2>/dev/null && wait "$load_pid" 2>/dev/null || true
-  if [ -n "$server_pid" ]; then
-    kill -TERM -- "-$server_pid" 2>/dev/null || true
-    for _ in $(seq 30); do kill -0 -- "-$server_pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL -- "-$server_pid" 2>/dev/null || true
-  fi
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-(cd "$root" && go build -o "$tmp/load" ./shared/cmd/load)
-
+# shellcheck source=lib.sh
+source "$(dirname "$0")/lib.sh"
+build_load
 # Both ends need an fd per connection, and a few spare.
 want_fds=$((conns + 1024))
 if [ "$(ulimit -n)" -lt "$want_fds" ]; then
@@ -53,20 +35,7 @@ if [ "$(ulimit -n)" -lt "$want_fds" ]; then
 fi
 [ "$(ulimit -n)" -ge "$want_fds" ] || { echo "open files limited to $(ulimit -n), need $want_fds" >&2; exit 1; }
 
-# Its own session, so that cleanup reaches every process a wrapper starts.
-setsid "$@" -addr 127.0.0.1:0 -mode echo >"$tmp/server.out" 2>"$tmp/server.err" &
-server_pid=$!
-addr=
-for _ in $(seq $((ready_timeout * 10))); do
-  addr=$(sed -n 's/^listening on \(.*\)$/\1/p' "$tmp/server.out" | head -1)
-  [ -n "$addr" ] && break
-  kill -0 "$server_pid" 2>/dev/null || { echo "the server exited:"; cat "$tmp/server.err"; exit 1; } >&2
-  sleep 0.1
-done
-[ -n "$addr" ] || { echo "no ready line in ${ready_timeout}s" >&2; exit 1; }
-# The process that owns the listener, not a `go run` or shell wrapper.
-pid=$(ss -Hltnp "sport = :${addr##*:}" | sed -n 's/.*pid=\([0-9]*\).*/\1/p' | head -1)
-[ -n "$pid" ] || { echo "cannot find the process listening on $addr" >&2; exit 1; }
+start_server "$@"
 
 rss() { awk '/^VmRSS:/ {print $2}' "/proc/$pid/status"; }
 fds() { ls "/proc/$pid/fd" | wc -l; }

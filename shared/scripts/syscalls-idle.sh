@@ -25,46 +25,11 @@ usage() { echo "usage: $0 -- SERVER_CMD [ARGS...]   (CONNS=10 SECONDS_IDLE=3 to 
 [[ "$conns" =~ ^[0-9]+$ ]] && [ "$conns" -ge 1 ] && [ "$conns" -le 5000 ] || { echo "CONNS=$conns: want 1 to 5000" >&2; exit 2; }
 [[ "$window" =~ ^[0-9]+$ ]] && [ "$window" -ge 1 ] && [ "$window" -le 60 ] || { echo "SECONDS_IDLE=$window: want 1 to 60" >&2; exit 2; }
 
-root=$(cd "$(dirname "$0")/../.." && pwd)
-need() { command -v "$1" >/dev/null || { echo "installing $2 for $1"; apt-get install -y -qq "$2" >/dev/null || { apt-get update -qq && apt-get install -y -qq "$2" >/dev/null; }; }; }
-need ss iproute2
+# shellcheck source=lib.sh
+source "$(dirname "$0")/lib.sh"
 need strace strace
-command -v go >/dev/null || { echo "go is needed to build the lab's load generator" >&2; exit 1; }
-
-tmp=$(mktemp -d)
-server_pid= strace_pid= load_pid=
-stop() { # stop PID [SIGNAL]: signal it, wait up to 3 s, then kill it
-  kill -"${2:-TERM}" "$1" 2>/dev/null || return 0
-  for _ in $(seq 30); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.1; done
-  kill -KILL "$1" 2>/dev/null || true
-}
-cleanup() {
-  [ -n "$strace_pid" ] && stop "$strace_pid" INT
-  [ -n "$load_pid" ] && stop "$load_pid" INT
-  if [ -n "$server_pid" ]; then
-    kill -TERM -- "-$server_pid" 2>/dev/null || true
-    for _ in $(seq 30); do kill -0 -- "-$server_pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL -- "-$server_pid" 2>/dev/null || true
-  fi
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-(cd "$root" && go build -o "$tmp/load" ./shared/cmd/load)
-
-setsid "$@" -addr 127.0.0.1:0 -mode echo >"$tmp/server.out" 2>"$tmp/server.err" &
-server_pid=$!
-addr=
-for _ in $(seq $((ready_timeout * 10))); do
-  addr=$(sed -n 's/^listening on \(.*\)$/\1/p' "$tmp/server.out" | head -1)
-  [ -n "$addr" ] && break
-  kill -0 "$server_pid" 2>/dev/null || { echo "the server exited:"; cat "$tmp/server.err"; exit 1; } >&2
-  sleep 0.1
-done
-[ -n "$addr" ] || { echo "no ready line in ${ready_timeout}s" >&2; exit 1; }
-pid=$(ss -Hltnp "sport = :${addr##*:}" | sed -n 's/.*pid=\([0-9]*\).*/\1/p' | head -1)
-[ -n "$pid" ] || { echo "cannot find the process listening on $addr" >&2; exit 1; }
+build_load
+start_server "$@"
 
 # Held for longer than the window; cleanup ends it.
 "$tmp/load" -addr "$addr" -idle "$conns" -duration "$((window + 60))s" >"$tmp/load.out" 2>&1 &
