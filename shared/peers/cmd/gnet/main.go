@@ -24,132 +24,55 @@ package main
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"io"
-	"log"
 	"net"
 	"os"
-	"os/signal"
 	"runtime"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
 	"golang.org/x/sys/unix"
 
+	"reactorlab/shared/peers/internal/contract"
 	"reactorlab/shared/protocol"
 )
 
 const name = "gnet"
-
-// The contract's shutdown, timed as in the chapters: grace for reading and
-// answering, then every connection flushes and drains until drainStop, and
-// the process is gone before the contract's 2 s.
-const (
-	grace     = 1 * time.Second
-	drainStop = 1600 * time.Millisecond
-	hardStop  = 1800 * time.Millisecond
-)
-
-// lingerTimeout is how long a draining connection waits for its client to
-// close after the server's FIN.
-const lingerTimeout = 2 * time.Second
 
 // flushCheck is how often a connection waiting to drain looks at gnet's
 // outbound buffer: gnet says nothing when it empties. Only connections
 // being closed are checked, so an idle server sets no timer.
 const flushCheck = 10 * time.Millisecond
 
-// Accept backs off after a failure (EMFILE): see stdlib's acceptLoop.
-const (
-	minAcceptBackoff = 5 * time.Millisecond
-	maxAcceptBackoff = time.Second
-)
-
-var trace = log.New(io.Discard, name+": ", log.Lmicroseconds)
+var trace = contract.Trace
 
 type config struct {
-	addr    string
-	mode    protocol.Mode
-	maxLine int
-	loops   int
+	contract.Config
+	loops int
 }
 
 func main() {
 	cfg, err := parseFlags(os.Args[1:])
-	if errors.Is(err, flag.ErrHelp) {
-		os.Exit(0) // -h: the flag package has printed the usage
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, name+":", err)
-		os.Exit(2)
-	}
+	contract.ExitIfBadFlags(name, err)
 	s, err := newServer(cfg)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, name+":", err)
-		os.Exit(1)
-	}
-	fmt.Printf("listening on %s\n", s.ln.Addr())
-
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-	stopped := make(chan time.Time, 1)
-	go func() {
-		sig := <-sigs
-		now := time.Now()
-		trace.Printf("signal %v: stop accepting, %v grace for open connections", sig, grace)
-		s.shutdown(now)
-		stopped <- now
-	}()
-
-	s.acceptLoop()
-	signalled := <-stopped
-	select {
-	case <-s.empty:
-	case <-time.After(time.Until(signalled.Add(hardStop))):
-	}
-	s.mu.Lock()
-	left := len(s.conns)
-	s.mu.Unlock()
-	s.cli.Stop()
-	if n := s.abandoned.Load() + int64(left); n > 0 {
-		fmt.Fprintf(os.Stderr, "%s: stopped %v after the signal; connections abandoned with replies owed: %d\n",
-			name, hardStop, n)
-		os.Exit(1)
-	}
-	trace.Printf("every connection closed: exit 0")
+	contract.ExitIf(name, err)
+	contract.Run(name, s.ln, s)
 }
 
 func parseFlags(args []string) (config, error) {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	addr := fs.String("addr", "127.0.0.1:12345", "listen address; 127.0.0.1:0 picks a free port")
-	mode := fs.String("mode", "stamp", "stamp (timestamped reply per line) or echo (raw bytes back)")
-	maxLine := fs.Int("max-line", protocol.DefaultMaxLine, "longest line accepted in stamp mode, in bytes")
-	verbose := fs.Bool("v", false, "trace every accept, drain and close, and gnet's own log, to stderr")
+	fs := contract.NewFlags(name, "trace every accept, drain and close, and gnet's own log, to stderr")
 	loops := fs.Int("loops", runtime.NumCPU(), "gnet event loops")
-	if err := fs.Parse(args); err != nil {
-		return config{}, err
-	}
-	if fs.NArg() > 0 {
-		return config{}, fmt.Errorf("unexpected argument %q", fs.Arg(0))
-	}
-	m, err := protocol.ParseMode(*mode)
+	cc, err := fs.Parse(args)
 	if err != nil {
 		return config{}, err
-	}
-	if *maxLine < 1 {
-		return config{}, fmt.Errorf("-max-line %d: want at least 1", *maxLine)
 	}
 	if *loops < 1 || *loops > 256 {
 		return config{}, fmt.Errorf("-loops %d: want 1 to 256", *loops)
 	}
-	if *verbose {
-		trace.SetOutput(os.Stderr)
-	}
-	return config{addr: *addr, mode: m, maxLine: *maxLine, loops: *loops}, nil
+	return config{Config: cc, loops: *loops}, nil
 }
 
 // connState is where a connection is in its closing.
@@ -199,7 +122,7 @@ func newServer(cfg config) (*server, error) {
 	if err := cli.Start(); err != nil {
 		return nil, err
 	}
-	ln, err := net.Listen("tcp", cfg.addr)
+	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		cli.Stop()
 		return nil, err
@@ -208,29 +131,15 @@ func newServer(cfg config) (*server, error) {
 	return s, nil
 }
 
-func (s *server) acceptLoop() {
-	var backoff time.Duration
-	for {
-		c, err := s.ln.Accept()
-		switch {
-		case err == nil:
-			backoff = 0
-		case errors.Is(err, net.ErrClosed):
-			return
-		default:
-			backoff = min(max(2*backoff, minAcceptBackoff), maxAcceptBackoff)
-			trace.Printf("accept: %v; retry in %v", err, backoff)
-			time.Sleep(backoff) // this goroutine has nothing else to do
-			continue
-		}
-		trace.Printf("accept %v", c.RemoteAddr())
-		// Enroll dups the fd into a loop and closes c. Under EMFILE the
-		// dup fails: the client is closed, shed like any load a server
-		// cannot take.
-		ctx := &conn{sess: protocol.NewSession(s.cfg.mode, s.cfg.maxLine)}
-		if _, err := s.cli.EnrollContext(c, ctx); err != nil {
-			trace.Printf("enroll %v: %v", c.RemoteAddr(), err)
-		}
+// Take hands a connection the accept loop took to one of gnet's loops.
+func (s *server) Take(c net.Conn) {
+	trace.Printf("accept %v", c.RemoteAddr())
+	// Enroll dups the fd into a loop and closes c. Under EMFILE the dup
+	// fails: the client is closed, shed like any load a server cannot
+	// take.
+	ctx := &conn{sess: protocol.NewSession(s.cfg.Mode, s.cfg.MaxLine)}
+	if _, err := s.cli.EnrollContext(c, ctx); err != nil {
+		trace.Printf("enroll %v: %v", c.RemoteAddr(), err)
 	}
 }
 
@@ -246,7 +155,7 @@ func (s *server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 }
 
 // OnTraffic runs on the connection's loop when it has read bytes, and when
-// woken (see finish and shutdown).
+// woken (see finish and Shutdown).
 func (s *server) OnTraffic(c gnet.Conn) gnet.Action {
 	st := c.Context().(*conn)
 	in, _ := c.Next(-1)
@@ -311,9 +220,9 @@ func (s *server) closeEmpty() {
 func (s *server) finish(c gnet.Conn, st *conn, why string) {
 	trace.Printf("finish %v: %s", c.RemoteAddr(), why)
 	st.state = flushing
-	st.deadline = time.Now().Add(lingerTimeout)
+	st.deadline = time.Now().Add(contract.LingerTimeout)
 	s.mu.Lock()
-	if stop := s.stopAt.Add(drainStop); s.closing && stop.Before(st.deadline) {
+	if stop := s.stopAt.Add(contract.DrainStop); s.closing && stop.Before(st.deadline) {
 		st.deadline = stop
 	}
 	s.mu.Unlock()
@@ -347,9 +256,9 @@ func (s *server) drain(c gnet.Conn, st *conn) {
 	time.AfterFunc(time.Until(st.deadline), func() { c.Close() })
 }
 
-// shutdown stops accepting; at the end of grace it wakes every connection,
+// Shutdown stops accepting; at the end of grace it wakes every connection,
 // whose OnTraffic then finishes it.
-func (s *server) shutdown(now time.Time) {
+func (s *server) Shutdown(now time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.closing, s.stopAt = true, now
@@ -357,7 +266,7 @@ func (s *server) shutdown(now time.Time) {
 	if len(s.conns) == 0 {
 		s.closeEmpty()
 	}
-	time.AfterFunc(grace, func() {
+	time.AfterFunc(contract.Grace, func() {
 		s.graceOver.Store(true)
 		s.mu.Lock()
 		defer s.mu.Unlock()
@@ -365,6 +274,20 @@ func (s *server) shutdown(now time.Time) {
 			c.Wake(nil)
 		}
 	})
+}
+
+// Wait waits for the last connection to close, or for hardStop, then stops
+// gnet's loops; a connection still open then is abandoned.
+func (s *server) Wait(hardStop time.Time) int {
+	select {
+	case <-s.empty:
+	case <-time.After(time.Until(hardStop)):
+	}
+	s.mu.Lock()
+	left := len(s.conns)
+	s.mu.Unlock()
+	s.cli.Stop()
+	return int(s.abandoned.Load()) + left
 }
 
 // gnetLogger sends gnet's own log to the trace.

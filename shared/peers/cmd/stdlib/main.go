@@ -14,38 +14,22 @@ package main
 
 import (
 	"errors"
-	"flag"
-	"fmt"
 	"io"
-	"log"
 	"net"
 	"os"
-	"os/signal"
 	"sync"
-	"syscall"
 	"time"
 
+	"reactorlab/shared/peers/internal/contract"
 	"reactorlab/shared/protocol"
 )
 
 const name = "stdlib"
 
-// The contract's shutdown, timed as in the chapters: grace for reading and
-// answering, then every connection flushes and drains (see drain) until
-// drainStop, and the process is gone before the contract's 2 s. A write
-// still blocked at flushStop is a client that does not read: its replies
-// are abandoned, and the exit status says so.
-const (
-	grace     = 1 * time.Second
-	flushStop = 1400 * time.Millisecond
-	drainStop = 1600 * time.Millisecond
-	hardStop  = 1800 * time.Millisecond
-)
-
-// lingerTimeout is how long a draining connection waits for its client to
-// close after the server's FIN: long enough for a client that reads to take
-// the replies in flight and see EOF.
-const lingerTimeout = 2 * time.Second
+// flushStop falls between the contract's Grace and DrainStop: a write
+// still blocked then is a client that does not read, whose replies are
+// abandoned, and the exit status says so.
+const flushStop = 1400 * time.Millisecond
 
 // readSize is each connection's read buffer: every goroutine owns one for
 // as long as its connection lives, so it is what an idle connection costs
@@ -53,95 +37,15 @@ const lingerTimeout = 2 * time.Second
 // buffers and still takes a typical burst in one read.
 const readSize = 16 << 10
 
-// Accept backs off after a failure (EMFILE under a low fd limit): the
-// connection it could not take keeps the listener ready, so an immediate
-// retry would spin. The timer also notices fds freed elsewhere.
-const (
-	minAcceptBackoff = 5 * time.Millisecond
-	maxAcceptBackoff = time.Second
-)
-
-var trace = log.New(io.Discard, name+": ", log.Lmicroseconds)
-
-type config struct {
-	addr    string
-	mode    protocol.Mode
-	maxLine int
-}
+var trace = contract.Trace
 
 func main() {
-	cfg, err := parseFlags(os.Args[1:])
-	if errors.Is(err, flag.ErrHelp) {
-		os.Exit(0) // -h: the flag package has printed the usage
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, name+":", err)
-		os.Exit(2)
-	}
-	ln, err := net.Listen("tcp", cfg.addr)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, name+":", err)
-		os.Exit(1)
-	}
+	cfg, err := contract.NewFlags(name, "trace every accept, read, write and close to stderr").Parse(os.Args[1:])
+	contract.ExitIfBadFlags(name, err)
+	ln, err := net.Listen("tcp", cfg.Addr)
+	contract.ExitIf(name, err)
 	s := &server{cfg: cfg, ln: ln, conns: map[*net.TCPConn]*connState{}}
-	fmt.Printf("listening on %s\n", ln.Addr())
-
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-	stopped := make(chan time.Time, 1)
-	go func() {
-		sig := <-sigs
-		now := time.Now()
-		trace.Printf("signal %v: stop accepting, %v grace for open connections", sig, grace)
-		s.shutdown(now)
-		stopped <- now
-	}()
-
-	s.acceptLoop()
-	signalled := <-stopped
-	done := make(chan struct{})
-	go func() {
-		s.wg.Wait()
-		close(done)
-	}()
-	select {
-	case <-done:
-	case <-time.After(time.Until(signalled.Add(hardStop))):
-		s.mu.Lock()
-		s.abandoned += len(s.conns)
-		s.mu.Unlock()
-	}
-	if s.abandoned > 0 {
-		fmt.Fprintf(os.Stderr, "%s: stopped %v after the signal; connections abandoned with replies owed: %d\n",
-			name, hardStop, s.abandoned)
-		os.Exit(1)
-	}
-	trace.Printf("every connection closed: exit 0")
-}
-
-func parseFlags(args []string) (config, error) {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	addr := fs.String("addr", "127.0.0.1:12345", "listen address; 127.0.0.1:0 picks a free port")
-	mode := fs.String("mode", "stamp", "stamp (timestamped reply per line) or echo (raw bytes back)")
-	maxLine := fs.Int("max-line", protocol.DefaultMaxLine, "longest line accepted in stamp mode, in bytes")
-	verbose := fs.Bool("v", false, "trace every accept, read, write and close to stderr")
-	if err := fs.Parse(args); err != nil {
-		return config{}, err
-	}
-	if fs.NArg() > 0 {
-		return config{}, fmt.Errorf("unexpected argument %q", fs.Arg(0))
-	}
-	m, err := protocol.ParseMode(*mode)
-	if err != nil {
-		return config{}, err
-	}
-	if *maxLine < 1 {
-		return config{}, fmt.Errorf("-max-line %d: want at least 1", *maxLine)
-	}
-	if *verbose {
-		trace.SetOutput(os.Stderr)
-	}
-	return config{addr: *addr, mode: m, maxLine: *maxLine}, nil
+	contract.Run(name, ln, s)
 }
 
 // connState is what shutdown needs to know of a connection.
@@ -150,7 +54,7 @@ type connState struct {
 }
 
 type server struct {
-	cfg config
+	cfg contract.Config
 	ln  net.Listener
 	wg  sync.WaitGroup
 
@@ -161,31 +65,17 @@ type server struct {
 	abandoned int       // connections whose owed replies could not be written
 }
 
-func (s *server) acceptLoop() {
-	var backoff time.Duration
-	for {
-		c, err := s.ln.Accept()
-		switch {
-		case err == nil:
-			backoff = 0
-		case errors.Is(err, net.ErrClosed):
-			return
-		default:
-			backoff = min(max(2*backoff, minAcceptBackoff), maxAcceptBackoff)
-			trace.Printf("accept: %v; retry in %v", err, backoff)
-			time.Sleep(backoff) // this goroutine has nothing else to do
-			continue
-		}
-		tc := c.(*net.TCPConn)
-		// Tracked here, before the goroutine starts, so that shutdown
-		// sees every connection accepted before it closed the listener.
-		if !s.track(tc) {
-			tc.Close()
-			continue
-		}
-		trace.Printf("accept %v", tc.RemoteAddr())
-		go s.serve(tc)
+// Take starts a goroutine for a connection the accept loop took.
+func (s *server) Take(c net.Conn) {
+	tc := c.(*net.TCPConn)
+	// Tracked here, before the goroutine starts, so that Shutdown sees
+	// every connection accepted before it closed the listener.
+	if !s.track(tc) {
+		tc.Close()
+		return
 	}
+	trace.Printf("accept %v", tc.RemoteAddr())
+	go s.serve(tc)
 }
 
 func (s *server) track(c *net.TCPConn) bool {
@@ -208,28 +98,28 @@ func (s *server) release(c *net.TCPConn) {
 	s.wg.Done()
 }
 
-// shutdown stops accepting and sets every connection's deadlines: reads end
+// Shutdown stops accepting and sets every connection's deadlines: reads end
 // with the grace, writes a little later (a reply owed at the end of grace
 // still gets its chance), and a connection already draining keeps draining
-// until drainStop.
-func (s *server) shutdown(now time.Time) {
+// until DrainStop.
+func (s *server) Shutdown(now time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.closing, s.stopAt = true, now
 	s.ln.Close()
 	for c, st := range s.conns {
 		if st.draining {
-			c.SetReadDeadline(now.Add(drainStop))
+			c.SetReadDeadline(now.Add(contract.DrainStop))
 			continue
 		}
-		c.SetReadDeadline(now.Add(grace))
+		c.SetReadDeadline(now.Add(contract.Grace))
 		c.SetWriteDeadline(now.Add(flushStop))
 	}
 }
 
 func (s *server) serve(c *net.TCPConn) {
 	defer s.release(c)
-	sess := protocol.NewSession(s.cfg.mode, s.cfg.maxLine)
+	sess := protocol.NewSession(s.cfg.Mode, s.cfg.MaxLine)
 	buf := make([]byte, readSize)
 	var out []byte
 	for {
@@ -267,6 +157,26 @@ func (s *server) serve(c *net.TCPConn) {
 	}
 }
 
+// Wait waits for every connection's goroutine, or for hardStop; a
+// connection still open then is abandoned.
+func (s *server) Wait(hardStop time.Time) int {
+	done := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(time.Until(hardStop)):
+		s.mu.Lock()
+		s.abandoned += len(s.conns)
+		s.mu.Unlock()
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.abandoned
+}
+
 func (s *server) abandon() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -285,8 +195,8 @@ func (s *server) drain(c *net.TCPConn, why string) {
 	// Under the lock, so that a shutdown cannot set its own deadline in
 	// between and be overwritten with a later one.
 	s.conns[c].draining = true
-	deadline := time.Now().Add(lingerTimeout)
-	if stop := s.stopAt.Add(drainStop); s.closing && stop.Before(deadline) {
+	deadline := time.Now().Add(contract.LingerTimeout)
+	if stop := s.stopAt.Add(contract.DrainStop); s.closing && stop.Before(deadline) {
 		deadline = stop
 	}
 	c.SetReadDeadline(deadline)
