@@ -102,8 +102,8 @@ type handout struct {
 	warnings     []string
 }
 
-func makeHandout(root, chapter, out string, check bool) (*handout, error) {
-	root, err := filepath.Abs(root)
+func makeHandout(root, chapter, out string, check bool) (h *handout, err error) {
+	root, err = filepath.Abs(root)
 	if err != nil {
 		return nil, err
 	}
@@ -118,6 +118,14 @@ func makeHandout(root, chapter, out string, check bool) (*handout, error) {
 	if err := emptyOutput(out); err != nil {
 		return nil, err
 	}
+	// Half a starter is worse than none: on an error, remove what was
+	// written (but for a starter that does not compile, kept to be read).
+	keep := false
+	defer func() {
+		if err != nil && !keep {
+			os.RemoveAll(out)
+		}
+	}()
 	gomod, err := os.ReadFile(filepath.Join(src, "go.mod"))
 	if err != nil {
 		return nil, err
@@ -131,7 +139,7 @@ func makeHandout(root, chapter, out string, check bool) (*handout, error) {
 	if err != nil {
 		return nil, err
 	}
-	h := &handout{chapter: chapter, out: out}
+	h = &handout{chapter: chapter, out: out}
 
 	// The chapter, its regions stubbed.
 	files, err := chapterFiles(src)
@@ -168,7 +176,6 @@ func makeHandout(root, chapter, out string, check bool) (*handout, error) {
 		}
 	}
 	if len(h.tasks) == 0 {
-		os.RemoveAll(out)
 		return nil, fmt.Errorf("%s has no `// LAB(name): task` ... `// END LAB` region: nothing would be left for the student to write", chapter)
 	}
 
@@ -200,6 +207,7 @@ func makeHandout(root, chapter, out string, check bool) (*handout, error) {
 	}
 	if check {
 		if err := vet(out); err != nil {
+			keep = true
 			return nil, fmt.Errorf("the starter in %s does not compile: %v", out, err)
 		}
 	}

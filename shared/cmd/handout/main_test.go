@@ -187,6 +187,31 @@ func TestNoRegions(t *testing.T) {
 	}
 }
 
+// TestErrorLeavesNothing: a chapter the handout cannot turn into a
+// starter leaves no half-written one behind.
+func TestErrorLeavesNothing(t *testing.T) {
+	root := t.TempDir()
+	chapter := filepath.Join(root, "01-broken")
+	copyTree(t, filepath.Join(fixtureRoot, fixtureChapter), chapter)
+	shared, _ := filepath.Abs("../..")
+	gomod := filepath.Join(chapter, "go.mod")
+	b, _ := os.ReadFile(gomod)
+	os.WriteFile(gomod, sharedReplaceLine.ReplaceAll(b, []byte("${1}"+shared)), 0o644)
+	words := filepath.Join(chapter, "words.go")
+	b, _ = os.ReadFile(words)
+	os.WriteFile(words, []byte(strings.Replace(string(b), "// END LAB", "", 1)), 0o644)
+
+	out := filepath.Join(t.TempDir(), "lab")
+	var stdout, stderr bytes.Buffer
+	code := run([]string{"-root", root, "-chapter", "01-broken", "-o", out, "-check=false"}, &stdout, &stderr)
+	if code != 1 || !strings.Contains(stderr.String(), "begins before LAB(reverse)") {
+		t.Errorf("exit %d, stderr %q; want 1 and the unclosed region", code, stderr.String())
+	}
+	if _, err := os.Stat(out); err == nil {
+		t.Errorf("%s exists after a failed handout, want nothing written", out)
+	}
+}
+
 func TestOutsideReads(t *testing.T) {
 	src := `package main
 
