@@ -1200,8 +1200,11 @@ func TestIdleTimeout(t *testing.T) {
 			s := runServer(t, config{mode: protocol.Stamp, maxLine: protocol.DefaultMaxLine, model: model, loops: 1,
 				idleTimeout: idle})
 			silent, active := dialServer(t, s), dialServer(t, s)
-			ask(t, silent, "then nothing")
+			// The server's clock for silent starts when it reads this line,
+			// so the test's starts before sending it: after the reply would
+			// be a few milliseconds late, and the check below would flake.
 			start := time.Now()
+			ask(t, silent, "then nothing")
 			closed := make(chan error, 1)
 			go func() {
 				silent.SetReadDeadline(time.Now().Add(10 * time.Second))
