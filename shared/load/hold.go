@@ -23,14 +23,7 @@ import (
 // while held count as errors in the Result.
 func Hold(ctx context.Context, cfg Config, ready func(Result)) (Result, error) {
 	cfg.Idle = true
-	if err := cfg.Check(); err != nil {
-		return Result{}, err
-	}
-	ap, err := Loopback(ctx, cfg.Addr)
-	if err != nil {
-		return Result{}, err
-	}
-	conns, err := dialAll(ctx, ap, cfg.Conns)
+	conns, err := connect(ctx, cfg)
 	if err != nil {
 		return Result{}, err
 	}

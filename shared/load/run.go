@@ -150,14 +150,7 @@ type run struct {
 // error only when the run could not start: a bad Config, an address off
 // this machine, or a connection that could not be opened.
 func Run(ctx context.Context, cfg Config) (Result, error) {
-	if err := cfg.Check(); err != nil {
-		return Result{}, err
-	}
-	ap, err := Loopback(ctx, cfg.Addr)
-	if err != nil {
-		return Result{}, err
-	}
-	conns, err := dialAll(ctx, ap, cfg.Conns)
+	conns, err := connect(ctx, cfg)
 	if err != nil {
 		return Result{}, err
 	}
@@ -406,6 +399,18 @@ func pattern(n int) []byte {
 		b[i] = byte(rng.Uint32())
 	}
 	return b
+}
+
+// connect checks cfg and opens its connections: how Run and Hold begin.
+func connect(ctx context.Context, cfg Config) ([]*net.TCPConn, error) {
+	if err := cfg.Check(); err != nil {
+		return nil, err
+	}
+	ap, err := Loopback(ctx, cfg.Addr)
+	if err != nil {
+		return nil, err
+	}
+	return dialAll(ctx, ap, cfg.Conns)
 }
 
 // dialAll opens n connections to ap, dialParallel at a time, and closes
