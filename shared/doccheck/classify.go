@@ -70,7 +70,6 @@ var rules = []rule{
 	{re: regexp.MustCompile(`^go run \./shared/cmd/load .*-addr 192\.168\.`), kind: Run, exit: 1, timeout: 2 * time.Minute,
 		why: "the page shows the load generator refusing an address off this machine: its usage error, exit 2, " +
 			"which go run reports as exit 1 (go run exits 1 whenever the program fails)"},
-
 	{re: regexp.MustCompile(`^cd /tmp/lab\w+ && go test `), kind: Run, exit: 1, timeout: 5 * time.Minute,
 		why: "a fresh starter fails its tests: the student's code is not written yet, as the page shows"},
 	{re: regexp.MustCompile(`^shared/classroom/grade-all\.sh -stage 2 .*01-blocking`), kind: Run, exit: 1, timeout: slowTimeout,

@@ -120,8 +120,9 @@ func repoRoot(t *testing.T) string {
 	}
 }
 
-// pages are every README.md of the repository, and docs/*.md, outside
-// testdata and hidden folders, relative to root and sorted.
+// pages are every README.md of the repository (and its translations,
+// README.zh-CN.md), and docs/*.md, outside testdata and hidden folders,
+// relative to root and sorted.
 func pages(t *testing.T, root string) []string {
 	t.Helper()
 	var out []string
@@ -136,7 +137,8 @@ func pages(t *testing.T, root string) []string {
 			}
 			return nil
 		}
-		if d.Name() == "README.md" || (filepath.Dir(rel) == "docs" && strings.HasSuffix(rel, ".md")) {
+		readme := d.Name() == "README.md" || (strings.HasPrefix(d.Name(), "README.") && strings.HasSuffix(d.Name(), ".md"))
+		if readme || (filepath.Dir(rel) == "docs" && strings.HasSuffix(rel, ".md")) {
 			out = append(out, filepath.ToSlash(rel))
 		}
 		return nil
