@@ -117,8 +117,13 @@ func TestTaskWakesSleepingLoop(t *testing.T) {
 			startLoop(t, l)
 			first := make(chan int, 1)
 			l.queueInLoop(func() { first <- l.timeout() })
-			if got := <-first; got != -1 {
-				t.Fatalf("timeout() of an idle loop = %d, want -1 (sleep until something happens)", got)
+			select {
+			case got := <-first:
+				if got != -1 {
+					t.Fatalf("timeout() of an idle loop = %d, want -1 (sleep until something happens)", got)
+				}
+			case <-time.After(taskWait):
+				t.Fatalf("a task queued to a loop that has just started: still waiting after %v", taskWait)
 			}
 			waitAsleep(t, int(l.tid.Load()))
 

@@ -2,7 +2,9 @@ package harness
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -151,6 +153,11 @@ func report(t *testing.T, s Scenario, e Expect, r Result) {
 func CheckMatrix(t *testing.T, readme, column string, exp Expectations) {
 	t.Helper()
 	b, err := os.ReadFile(readme)
+	if errors.Is(err, fs.ErrNotExist) {
+		// A student's starter (shared/cmd/handout) is the chapter alone,
+		// without the lab's README: there is no matrix to hold it to.
+		t.Skipf("%s: no such file, so no matrix to check (a chapter outside the lab)", readme)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}

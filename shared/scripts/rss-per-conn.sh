@@ -45,11 +45,11 @@ rss0=$(rss) fds0=$(fds)
 "$tmp/load" -addr "$addr" -idle "$conns" -size 64 >"$tmp/load.out" 2>&1 &
 load_pid=$!
 for _ in $(seq $((hold_timeout * 10))); do
-  grep -q '^holding' "$tmp/load.out" && break
+  grep -qs '^holding' "$tmp/load.out" && break
   kill -0 "$load_pid" 2>/dev/null || { echo "the load generator failed:"; cat "$tmp/load.out"; exit 1; } >&2
   sleep 0.1
 done
-grep -q '^holding' "$tmp/load.out" || { echo "$conns connections not open and echoed in ${hold_timeout}s" >&2; exit 1; }
+grep -qs '^holding' "$tmp/load.out" || { echo "$conns connections not open and echoed in ${hold_timeout}s" >&2; exit 1; }
 sleep "$settle"
 rss1=$(rss) fds1=$(fds)
 

@@ -35,11 +35,11 @@ start_server "$@"
 "$tmp/load" -addr "$addr" -idle "$conns" -duration "$((window + 60))s" >"$tmp/load.out" 2>&1 &
 load_pid=$!
 for _ in $(seq 300); do # up to 30 s to open and echo
-  grep -q '^holding' "$tmp/load.out" && break
+  grep -qs '^holding' "$tmp/load.out" && break
   kill -0 "$load_pid" 2>/dev/null || { echo "the load generator failed:"; cat "$tmp/load.out"; exit 1; } >&2
   sleep 0.1
 done
-grep -q '^holding' "$tmp/load.out" || { echo "$conns idle connections not open in 30s" >&2; exit 1; }
+grep -qs '^holding' "$tmp/load.out" || { echo "$conns idle connections not open in 30s" >&2; exit 1; }
 sleep "$settle"
 
 # -f with -p attaches every thread of the process. Attaching interrupts
