@@ -118,6 +118,7 @@ func (s *server) serve() error {
 	return nil
 }
 
+// LAB(wait): wait in epoll_wait, hand each ready fd to the listener or to its connection, then do what has fallen due
 // turn is one turn of the loop: wait for ready fds, handle each, then do
 // what has fallen due.
 func (s *server) turn(events []unix.EpollEvent, buf []byte) error {
@@ -148,6 +149,8 @@ func (s *server) dispatch(ev unix.EpollEvent, buf []byte) {
 		s.handle(c, ev.Events, buf)
 	}
 }
+
+// END LAB
 
 // timeout is epoll_wait's, in milliseconds: until the first thing expire
 // has to do (end grace, end a linger, retry a paused accept), or -1, sleep
@@ -189,6 +192,7 @@ func (s *server) expire(now time.Time) {
 	}
 }
 
+// LAB(accept): accept one connection; when accept fails for want of fds or memory, pause accepting instead of spinning
 // acceptOne accepts one connection. Under level-triggered epoll that is
 // enough: if more wait in the backlog, the listener is still readable and
 // the next epoll_wait says so again.
@@ -215,6 +219,8 @@ func (s *server) acceptOne() {
 	}
 	s.register(fd, sa)
 }
+
+// END LAB
 
 // accept is accept4(2) with EINTR retried. The error is the bare errno,
 // for the caller to sort out: most accept errors are no news to report.
