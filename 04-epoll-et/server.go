@@ -139,6 +139,7 @@ func (s *server) serve() error {
 	return nil
 }
 
+// LAB(wait): wait in epoll_wait, hand each ready fd to the listener or to its connection, then do what has fallen due
 // turn is one turn of the loop: wait for edges, handle each, give the
 // connections owed a read their next turn, then do what has fallen due.
 func (s *server) turn(events []unix.EpollEvent, buf []byte) error {
@@ -170,6 +171,8 @@ func (s *server) dispatch(ev unix.EpollEvent, buf []byte) {
 		s.handle(c, ev.Events, buf)
 	}
 }
+
+// END LAB
 
 // timeout is epoll_wait's, in milliseconds: 0 while the revisit list owes
 // reads (no edge will come for those bytes, so sleeping could mean
@@ -216,6 +219,7 @@ func (s *server) expire(now time.Time) {
 	}
 }
 
+// LAB(accept): accept until EAGAIN; when accept fails for want of fds or memory, pause accepting until a retry or a close
 // acceptAll accepts until EAGAIN. One accept per event would be a bug
 // here: the edge said "connections arrived", not how many, and those left
 // in the backlog get no new edge of their own; they wait, connected and
@@ -249,6 +253,8 @@ func (s *server) acceptAll() {
 		s.register(fd, sa)
 	}
 }
+
+// END LAB
 
 // accept is accept4(2) with EINTR retried. The error is the bare errno,
 // for the caller to sort out: most accept errors are no news to report.

@@ -158,6 +158,7 @@ func (l *loop) runInLoop(task func()) {
 	l.queueInLoop(task)
 }
 
+// LAB(queue): queue the task and wake the loop, once per batch of tasks
 // queueInLoop queues task for the loop's next turn, even when called on
 // the loop itself (a task that must not run in the middle of the caller's
 // work), and wakes the loop if no wake is on its way already. A hundred
@@ -184,6 +185,9 @@ func (l *loop) queueInLoop(task func()) {
 	}
 }
 
+// END LAB
+
+// LAB(run-tasks): drain the wakeup fd, take the batch and clear wakePending in one critical section, run the tasks
 // runTasks runs on the loop when its wakeup fd is readable: it drains the
 // fd, takes every task queued so far and runs them.
 //
@@ -219,6 +223,8 @@ func (l *loop) runTasks() {
 	}
 	l.spare = tasks
 }
+
+// END LAB
 
 // close closes the loop's fds once run has returned and no goroutine will
 // queue a task that matters; a late one is dropped, not written to a

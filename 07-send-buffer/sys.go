@@ -192,6 +192,7 @@ func newEventfdWaker() (*eventfdWaker, error) {
 
 func (w *eventfdWaker) fd() int { return w.efd }
 
+// LAB(eventfd-wake): wake adds 1 to the eventfd counter; drain reads the counter back, which resets it
 // eventfdOne is what a wake writes: the number 1 in the machine's own byte
 // order, as the counter is a plain uint64.
 var eventfdOne = binary.NativeEndian.AppendUint64(nil, 1)
@@ -217,6 +218,8 @@ func (w *eventfdWaker) drain() (int, error) {
 	}
 	return n, nil
 }
+
+// END LAB
 
 func (w *eventfdWaker) close() { unix.Close(w.efd) }
 
