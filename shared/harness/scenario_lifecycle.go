@@ -180,6 +180,9 @@ func runShutdown(e *Env) error {
 	return nil
 }
 
+// unreadWait bounds awaitUnread's wait.
+var unreadWait = scaled(2 * time.Second)
+
 // awaitUnread waits until the server holds shutdownUnread bytes of c's
 // unread, or the whole flood has been written (a server that reads
 // everything it is sent at once), and returns what it holds. The server's
@@ -188,7 +191,7 @@ func runShutdown(e *Env) error {
 func awaitUnread(e *Env, s *Server, c *Client, werr chan error) (int, *Failure) {
 	tick := time.NewTicker(pollEvery)
 	defer tick.Stop()
-	deadline := time.NewTimer(ioTimeout + shutdownBudget)
+	deadline := time.NewTimer(unreadWait)
 	defer deadline.Stop()
 	for {
 		n, err := s.unreadBy(c)
@@ -207,9 +210,13 @@ func awaitUnread(e *Env, s *Server, c *Client, werr chan error) (int, *Failure) 
 			return n, nil
 		case <-tick.C:
 		case <-deadline.C:
-			return n, Fail(Stall, "send lines without reading the replies",
-				fmt.Sprintf("%s unread by the server, and the client's write still blocked", sizeString(int64(n))),
-				"the server to read lines while replies are owed", "")
+			// The server has stopped reading with less unread than
+			// shutdownUnread (its receive buffer is that small), or reads
+			// slowly: either way it is time to read, and the reader's own
+			// checks judge what comes.
+			e.Logf("the server holds %s unread after %s, and the client's write is still blocked: reading now",
+				sizeString(int64(n)), unreadWait)
+			return n, nil
 		case <-e.Ctx.Done():
 			return 0, AsFailure(e.Ctx.Err())
 		}

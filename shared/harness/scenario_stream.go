@@ -127,6 +127,9 @@ func echoStream(e *Env, s *Server, c *Client, step string, total int, timeout ti
 			if err != nil && f.Kind == Stall {
 				f.Got += " (the client's own write failed: " + err.Error() + ")"
 			}
+			if err == nil && f.Kind == Stall {
+				lostEcho(s, c, f, size)
+			}
 		default:
 			// Closing unblocks the writer, which must be gone before the
 			// scenario returns.
@@ -140,6 +143,18 @@ func echoStream(e *Env, s *Server, c *Client, step string, total int, timeout ti
 			"the server to read everything", "")
 	}
 	return nil
+}
+
+// lostEcho turns a stall into what it really was when the client has sent
+// everything and the server holds none of it unread: the server read every
+// byte and echoed only part, so the rest was lost, not late.
+func lostEcho(s *Server, c *Client, f *Failure, size string) {
+	if n, err := s.unreadBy(c); err != nil || n > 0 {
+		return
+	}
+	f.Kind = Wrong
+	f.Got += ", though the server had read all " + size
+	f.Hint = echoWrongHint(nil)
 }
 
 // readStream reads total bytes by end and compares them with the seeded
