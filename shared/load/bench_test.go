@@ -1,42 +1,17 @@
 package load
 
 import (
+	"io"
 	"net"
 	"testing"
 	"time"
 )
 
-// echoServer accepts connections on 127.0.0.1:0 and echoes each of them
-// until the test ends.
+// echoServer echoes every connection accepted on 127.0.0.1:0 until the
+// test ends (server is run_test.go's).
 func echoServer(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				buf := make([]byte, 64<<10)
-				for {
-					n, err := c.Read(buf)
-					if err != nil {
-						return
-					}
-					if _, err := c.Write(buf[:n]); err != nil {
-						return
-					}
-				}
-			}()
-		}
-	}()
-	return ln.Addr().String()
+	return server(t, func(c net.Conn) { io.Copy(c, c) })
 }
 
 func TestRoundTripsReports(t *testing.T) {
