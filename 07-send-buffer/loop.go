@@ -5,6 +5,7 @@ package main
 import (
 	"os"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -47,7 +48,7 @@ type loop struct {
 	// conns turns the fd in an epoll event back into the connection's
 	// state. live counts the server's open connections, for main's hard
 	// stop, which cannot ask the loop.
-	conns map[int]*conn
+	conns connTable
 	live  *atomic.Int64
 
 	// lingering holds the draining connections in the order they began
@@ -97,7 +98,7 @@ func newLoop(id int, cfg config, live *atomic.Int64) (*loop, error) {
 		unix.Close(epfd)
 		return nil, err
 	}
-	l := &loop{id: id, cfg: cfg, epfd: epfd, waker: w, conns: map[int]*conn{}, live: live,
+	l := &loop{id: id, cfg: cfg, epfd: epfd, waker: w, live: live,
 		running: make(chan struct{})}
 	// Level-triggered: a wake that drain has not consumed yet wakes the
 	// next epoll_wait again, so the loop cannot sleep on a task. A wake
@@ -235,6 +236,38 @@ func (l *loop) close() {
 	l.closed = true
 	l.waker.close()
 	unix.Close(l.epfd)
+}
+
+// connTable is a loop's connections by fd number. It is a slice indexed
+// by the fd, where 02 to 06 have a map: the kernel gives each new socket
+// the lowest free number, so the numbers stay dense, the slice is as long
+// as the highest fd the loop has held, and finding a connection is an
+// index, not a hash. An fd's entry is nil once it is closed, and the
+// number may come back for a new client.
+type connTable struct {
+	byFD []*conn
+	n    int // how many entries are not nil
+}
+
+// get is the connection on fd, or nil if the loop holds none there.
+func (t *connTable) get(fd int) *conn {
+	if fd < 0 || fd >= len(t.byFD) {
+		return nil
+	}
+	return t.byFD[fd]
+}
+
+func (t *connTable) put(c *conn) {
+	if c.fd >= len(t.byFD) {
+		t.byFD = slices.Grow(t.byFD, c.fd+1-len(t.byFD))[:c.fd+1]
+	}
+	t.byFD[c.fd] = c
+	t.n++
+}
+
+func (t *connTable) remove(c *conn) {
+	t.byFD[c.fd] = nil
+	t.n--
 }
 
 // idleList is a loop's open connections in the order they were last

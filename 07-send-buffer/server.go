@@ -204,7 +204,7 @@ func (l *loop) dispatch(ev unix.EpollEvent, buf []byte) {
 	}
 	// An fd closed earlier in this batch may still have an event here;
 	// the table, not the event, says what is open.
-	c := l.conns[fd]
+	c := l.conns.get(fd)
 	if c == nil {
 		return
 	}
@@ -356,7 +356,7 @@ func (l *loop) register(fd int) {
 		return
 	}
 	c := newConn(fd, l.cfg, events)
-	l.conns[fd] = c
+	l.conns.put(c)
 	l.live.Add(1)
 	l.served++
 	l.touch(c)
@@ -398,7 +398,7 @@ func (s *server) pauseAccept(err error) bool {
 // for an fd number the table may already have given to a new client.
 func (l *loop) closeConn(c *conn, why string) {
 	l.unwatch(c.fd)
-	delete(l.conns, c.fd)
+	l.conns.remove(c)
 	unix.Close(c.fd)
 	c.state = closed
 	l.idle.remove(c)
@@ -458,8 +458,8 @@ func (l *loop) beginGrace() {
 // finished is dropped: only the client's FIN makes it a line.
 func (l *loop) endGrace() {
 	l.deadline = time.Time{}
-	for _, c := range l.conns {
-		if !l.held(c, wantDrain) {
+	for _, c := range l.conns.byFD {
+		if c != nil && !l.held(c, wantDrain) {
 			l.drain(c, "grace over")
 		}
 	}
@@ -468,7 +468,7 @@ func (l *loop) endGrace() {
 // done reports whether the loop may return: it has seen the stop, and
 // every connection is closed, which stopBy guarantees.
 func (l *loop) done() bool {
-	return !l.stopBy.IsZero() && len(l.conns) == 0
+	return !l.stopBy.IsZero() && l.conns.n == 0
 }
 
 func (l *loop) watch(fd int, events uint32) error {

@@ -267,7 +267,7 @@ func testLoop(t *testing.T, mode protocol.Mode) (l *loop, c *conn, peer int) {
 	t.Cleanup(func() {
 		l.close()
 		unix.Close(fds[1])
-		if l.conns[fds[0]] != nil { // not closed by the loop already
+		if l.conns.get(fds[0]) != nil { // not closed by the loop already
 			unix.Close(fds[0])
 		}
 	})
@@ -276,7 +276,7 @@ func testLoop(t *testing.T, mode protocol.Mode) (l *loop, c *conn, peer int) {
 		t.Fatal(err)
 	}
 	c = newConn(fds[0], cfg, events)
-	l.conns[c.fd] = c
+	l.conns.put(c)
 	return l, c, fds[1]
 }
 
@@ -325,9 +325,74 @@ func TestReadBudget(t *testing.T) {
 	// The FIN is one more edge, and its read returns 0: close.
 	unix.Shutdown(peer, unix.SHUT_WR)
 	l.handle(c, unix.EPOLLIN|unix.EPOLLRDHUP, buf)
-	if len(l.conns) != 0 {
-		t.Errorf("after EOF the table still holds %d connections", len(l.conns))
+	if l.conns.n != 0 {
+		t.Errorf("after EOF the table still holds %d connections", l.conns.n)
 	}
+}
+
+// TestShortReadEndsTurn: a read that does not fill the buffer ends the
+// connection's turn, with no read to see EAGAIN, and nothing is lost by
+// it: bytes that come later make an edge of their own. Unless epoll said
+// EPOLLRDHUP: then the FIN waits behind the data, and the turn reads on to
+// the 0 that shows it, even when the connection was paused as the FIN's
+// event came and is read only later, from the revisit list.
+func TestShortReadEndsTurn(t *testing.T) {
+	buf := make([]byte, readSize)
+	events := make([]unix.EpollEvent, 4)
+	reads := func(log *bytes.Buffer) int {
+		n := strings.Count(log.String(), "read fd=")
+		log.Reset()
+		return n
+	}
+
+	t.Run("data", func(t *testing.T) {
+		l, c, peer := testLoop(t, protocol.Echo)
+		log := traceInto(t)
+		epollWait(l.epfd, events, 0) // the registration's own edge, if any
+		writeAll(t, peer, []byte("first"))
+		l.handle(c, unix.EPOLLIN, buf)
+		if got := reads(log); got != 1 {
+			t.Errorf("reads after a short read of 5 bytes = %d, want 1 (no read for EAGAIN)", got)
+		}
+		writeAll(t, peer, []byte("second"))
+		if n, _ := epollWait(l.epfd, events, 0); n != 1 {
+			t.Fatalf("epoll_wait after more bytes: %d events, want 1: the new edge the rule relies on", n)
+		}
+		l.handle(c, events[0].Events, buf)
+		if got, want := string(readN(t, peer, len("firstsecond"))), "firstsecond"; got != want {
+			t.Errorf("echo = %q, want %q", got, want)
+		}
+	})
+
+	t.Run("data then FIN", func(t *testing.T) {
+		l, c, peer := testLoop(t, protocol.Echo)
+		writeAll(t, peer, []byte("last words"))
+		unix.Shutdown(peer, unix.SHUT_WR)
+		l.handle(c, unix.EPOLLIN|unix.EPOLLRDHUP, buf)
+		if l.conns.n != 0 || c.state != closed {
+			t.Errorf("after data and FIN in one event: state %v, %d conns; want closed, 0", c.state, l.conns.n)
+		}
+		if got, want := string(readN(t, peer, len("last words"))), "last words"; got != want {
+			t.Errorf("echo = %q, want %q", got, want)
+		}
+	})
+
+	t.Run("FIN while paused", func(t *testing.T) {
+		l, c, peer := testLoop(t, protocol.Echo)
+		c.paused = true
+		writeAll(t, peer, []byte("late"))
+		unix.Shutdown(peer, unix.SHUT_WR)
+		l.handle(c, unix.EPOLLIN|unix.EPOLLRDHUP, buf) // paused: not read
+		if c.eof || c.state != open {
+			t.Fatalf("paused connection read: eof %v, state %v; want it left alone", c.eof, c.state)
+		}
+		c.paused = false
+		l.readAgain(c)
+		l.serveRevisits(buf)
+		if c.state != closed {
+			t.Errorf("resumed after the FIN's event: state %v, want closed (the FIN read)", c.state)
+		}
+	})
 }
 
 // TestEPOLLOUTOnlyWhilePending: a reply the kernel cannot take stays in
@@ -846,7 +911,10 @@ func bufferState(t *testing.T, l *loop) (pending int, paused bool) {
 	for time.Now().Before(deadline) {
 		got := make(chan state, 1)
 		l.runInLoop(func() {
-			for _, c := range l.conns {
+			for _, c := range l.conns.byFD {
+				if c == nil {
+					continue
+				}
 				c.hold.mu.Lock()
 				got <- state{pending: c.pending(), paused: c.paused, busy: c.hold.busy}
 				c.hold.mu.Unlock()

@@ -9,6 +9,7 @@ import (
 	"os"
 	"strings"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -94,49 +95,89 @@ func ignoringEINTR(fn func() error) error {
 	}
 }
 
-// readFD is read(2) with EINTR retried. The error is the bare errno:
-// wrapping allocates, and the read path must not (TestHandleAllocs); the
-// caller names the syscall when an error ends the connection.
+// readFD is read(2), writeFD write(2) and writevFD writev(2), which writes
+// several buffers, in order, in one call. Each is made with RawSyscall, not
+// Syscall, and this is 07's one trade of plainness for speed (02 to 06 use
+// unix.Read and unix.Write). Syscall tells Go's scheduler that the thread
+// may block: entersyscall before, exitsyscall after, and meanwhile the
+// runtime's sysmon thread may hand the thread's P (its right to run Go
+// code) to another thread, which costs futex wakes and, in sysmon's own
+// polling, nanosleeps: 0.5 of the 2.9 system calls per message that 07
+// made before it used RawSyscall (see the README's Figures). On a
+// non-blocking socket these calls never block, so there is nothing for the
+// scheduler to do, and RawSyscall skips it. Go's runtime writes and reads
+// its own netpoller's eventfd the same way.
+//
+// The socket is non-blocking: a write may take part of what it is offered,
+// or fail with EAGAIN while the client's receive window and our send
+// buffer are full. It never waits: what the kernel does not take stays in
+// the connection's send buffer until EPOLLOUT (see send). The seed sleeps
+// and retries on EWOULDBLOCK instead, and 03 to 06 waited in poll(2):
+// either way one client that does not read stalls everyone behind it.
+//
+// Non-blocking calls are not interrupted by signals, but EINTR is retried
+// all the same: it costs nothing, and a blocking fd passed in by mistake
+// would otherwise fail at random. The error is the bare errno: wrapping
+// allocates, and the hot path must not (TestHandleAllocs); EAGAIN is
+// routine here, and the caller names the syscall when an error ends the
+// connection.
 func readFD(fd int, p []byte) (n int, err error) {
-	err = ignoringEINTR(func() error {
-		n, err = unix.Read(fd, p)
-		return err
-	})
-	return n, err
+	return rawIO(unix.SYS_READ, fd, bufPtr(p), len(p))
 }
 
-// writeFD is write(2) with EINTR retried, and writevFD writev(2), which
-// writes several buffers, in order, in one call. The socket is
-// non-blocking: either may take part of what it is offered, or fail with
-// EAGAIN while the client's receive window and our send buffer are full.
-// Neither waits: what the kernel does not take stays in the connection's
-// send buffer until EPOLLOUT (see send). The seed sleeps and retries on
-// EWOULDBLOCK instead, and 03 to 06 waited in poll(2): either way one
-// client that does not read stalls everyone behind it. The error is the
-// bare errno, as readFD's: EAGAIN is routine here.
 func writeFD(fd int, p []byte) (n int, err error) {
-	err = ignoringEINTR(func() error {
-		n, err = unix.Write(fd, p)
-		return err
-	})
-	return n, err
+	return rawIO(unix.SYS_WRITE, fd, bufPtr(p), len(p))
 }
 
-func writevFD(fd int, iov [][]byte) (n int, err error) {
-	err = ignoringEINTR(func() error {
-		n, err = unix.Writev(fd, iov)
-		return err
-	})
-	return n, err
+func writevFD(fd int, a, b []byte) (n int, err error) {
+	iov := [2]unix.Iovec{{Base: bufPtr(a)}, {Base: bufPtr(b)}}
+	iov[0].SetLen(len(a))
+	iov[1].SetLen(len(b))
+	return rawIO(unix.SYS_WRITEV, fd, &iov[0].Base, len(iov))
 }
 
-// epollWait is epoll_wait(2). A signal ends the wait with EINTR (never
-// restarted, whatever SA_RESTART says), and Go's runtime signals its
-// threads often. It is not retried here: retried with the same timeout,
-// every signal would push the wait's end back (the end of grace, say).
-// It returns 0 events instead, as the runtime's netpoll does, and the loop
-// computes the timeout afresh.
+// rawIO makes the call trap(fd, p, n), retried on EINTR.
+func rawIO[T any](trap uintptr, fd int, p *T, n int) (int, error) {
+	for {
+		r, _, errno := unix.RawSyscall(trap, uintptr(fd), uintptr(unsafe.Pointer(p)), uintptr(n))
+		switch errno {
+		case 0:
+			return int(r), nil
+		case unix.EINTR:
+			continue
+		}
+		return -1, errno
+	}
+}
+
+// bufPtr is p's first byte, or nil for an empty p.
+func bufPtr(p []byte) *byte {
+	if len(p) == 0 {
+		return nil
+	}
+	return &p[0]
+}
+
+// epollWait is epoll_wait(2). It asks first without blocking, through
+// RawSyscall (see readFD): a loop under load usually finds events waiting
+// when it comes back, and then pays nothing for a call that could have
+// blocked. Only when none are ready does it make the blocking call, the
+// normal way, so that the scheduler can run other goroutines on its P
+// while the loop sleeps. Go's own scheduler polls its netpoller the same
+// way, with timeout 0, before it blocks in it.
+//
+// A signal ends a blocking wait with EINTR (never restarted, whatever
+// SA_RESTART says), and Go's runtime signals its threads often. It is not
+// retried here: retried with the same timeout, every signal would push
+// the wait's end back (the end of grace, say). It returns 0 events
+// instead, as the runtime's netpoll does, and the loop computes the
+// timeout afresh.
 func epollWait(epfd int, events []unix.EpollEvent, msec int) (int, error) {
+	r, _, errno := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(epfd),
+		uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), 0, 0, 0)
+	if errno == 0 && (r > 0 || msec == 0) {
+		return int(r), nil
+	}
 	n, err := unix.EpollWait(epfd, events, msec)
 	if err == unix.EINTR {
 		return 0, nil
