@@ -169,17 +169,53 @@ func (l *loop) serveRevisits(buf []byte) {
 // input answers the complete lines in p into c's send buffer, or drops p
 // once c is flushing or draining: the server has stopped listening, and
 // reads only so that the kernel has no unread bytes to answer with a RST.
+//
+// With the send buffer empty, as it is for nearly every request, the
+// replies are made in the loop's shared buffer and go straight to the
+// kernel (see offer); only what it refuses is copied into c's own. An idle
+// connection holds no reply buffer at all: at 10,000 connections that is
+// memory the process does not keep. muduo's sendInLoop works this way.
 func (l *loop) input(c *conn, p []byte) {
 	if c.state != open {
 		return
 	}
-	behind := c.pending() > 0
 	var perr error
-	c.out, perr = c.sess.Input(c.out, p)
-	l.send(c, behind)
+	if c.pending() > 0 {
+		c.out, perr = c.sess.Input(c.out, p)
+		l.send(c, true)
+	} else {
+		l.replies, perr = c.sess.Input(l.replies[:0], p)
+		l.offer(c, l.replies)
+	}
 	if errors.Is(perr, protocol.ErrClosing) {
 		l.drain(c, "line too long")
 	}
+}
+
+// offer writes p, replies made while c's send buffer was empty, and keeps
+// in the send buffer what the kernel does not take, as flush would have.
+func (l *loop) offer(c *conn, p []byte) {
+	for len(p) > 0 {
+		n, err := writeFD(c.fd, p)
+		if err == unix.EAGAIN {
+			break
+		}
+		if err != nil {
+			l.closeConn(c, os.NewSyscallError("write", err).Error())
+			return
+		}
+		if tracing {
+			trace.Printf("write fd=%d n=%d; %d bytes left", c.fd, n, len(p)-n)
+		}
+		p = p[n:]
+	}
+	if len(p) > 0 {
+		if tracing {
+			trace.Printf("write fd=%d EAGAIN; %d bytes buffered", c.fd, len(p))
+		}
+		c.out = append(c.out, p...)
+	}
+	l.send(c, true)
 }
 
 // send offers the kernel what c's send buffer holds, and never waits: what

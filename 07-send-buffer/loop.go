@@ -45,6 +45,12 @@ type loop struct {
 	// that a wake allocates nothing. The loop's alone, like what follows.
 	spare []func()
 
+	// replies is where a connection's replies are made while its send
+	// buffer is empty (see input): shared by every connection of the
+	// loop, like the read buffer, so that one that never falls behind
+	// holds no buffer of its own.
+	replies []byte
+
 	// conns turns the fd in an epoll event back into the connection's
 	// state. live counts the server's open connections, for main's hard
 	// stop, which cannot ask the loop.

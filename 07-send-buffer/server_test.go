@@ -1137,6 +1137,34 @@ func TestHandleAllocs(t *testing.T) {
 	}
 }
 
+// TestRepliesOfferedFromLoopBuffer: a connection whose client keeps up
+// never gets a reply buffer of its own: its replies are made in the
+// loop's and written from there. One the kernel refuses, and only that,
+// is copied into the connection's send buffer.
+func TestRepliesOfferedFromLoopBuffer(t *testing.T) {
+	l, c, peer := testLoop(t, protocol.Stamp)
+	buf := make([]byte, readSize)
+	writeAll(t, peer, []byte("hello\n"))
+	l.handle(c, unix.EPOLLIN, buf)
+	readN(t, peer, len(protocol.AppendReply(nil, time.Now(), []byte("hello"))))
+	if cap(c.out) != 0 || cap(c.rest) != 0 {
+		t.Errorf("after a reply the kernel took whole: the connection holds %d+%d bytes of buffer, want 0",
+			cap(c.out), cap(c.rest))
+	}
+
+	for { // fill the socket, so that the next reply is refused
+		if _, err := unix.Write(c.fd, make([]byte, 4<<10)); err == unix.EAGAIN {
+			break
+		}
+	}
+	writeAll(t, peer, []byte("again\n"))
+	l.handle(c, unix.EPOLLIN, buf)
+	want := len(protocol.AppendReply(nil, time.Now(), []byte("again")))
+	if c.pending() != want || c.events&unix.EPOLLOUT == 0 {
+		t.Errorf("reply refused: %d bytes buffered, EPOLLOUT %v; want %d, true", c.pending(), c.events&unix.EPOLLOUT != 0, want)
+	}
+}
+
 // TestSendBufferAllocs: the send buffer's own path allocates nothing
 // either, once its arrays have grown: a reply the kernel refuses is kept
 // (EPOLLOUT on), another queues behind it, room comes and both go in one
