@@ -29,19 +29,15 @@ out=${OUT:-$root/docs/results}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 cd "$root"
+# shellcheck source=lib.sh
+source shared/scripts/lib.sh # $tmp, removed on exit; raise_nofile
 
 command -v go >/dev/null || { echo "go is needed to build compare and the servers" >&2; exit 1; }
 
 # The load generator and the server each hold an fd per connection, in
 # processes of their own (compare, and the server it starts), plus a few.
-want_fds=$((10000 + 1024))
-if [ "$(ulimit -n)" -lt "$want_fds" ]; then
-  ulimit -n "$want_fds" 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-fi
+raise_nofile $((10000 + 1024))
 
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-trap 'exit 130' INT TERM
 go build -o "$tmp/compare" ./shared/peers/cmd/compare
 
 # Every server of the ladder, in the table's order, as compare takes them.

@@ -38,6 +38,15 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# raise_nofile N: raise the shell's open-files limit (and so its
+# children's) to N, or as far as the hard limit allows; fail below N.
+raise_nofile() {
+  if [ "$(ulimit -n)" -lt "$1" ]; then
+    ulimit -n "$1" 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+  fi
+  [ "$(ulimit -n)" -ge "$1" ] || { echo "open files limited to $(ulimit -n), need $1" >&2; exit 1; }
+}
+
 # build_load: the lab's load generator, as $tmp/load.
 build_load() {
   command -v go >/dev/null || { echo "go is needed to build the lab's load generator" >&2; exit 1; }

@@ -29,11 +29,7 @@ usage() { echo "usage: $0 -- SERVER_CMD [ARGS...]   (CONNS=N to change the 10000
 source "$(dirname "$0")/lib.sh"
 build_load
 # Both ends need an fd per connection, and a few spare.
-want_fds=$((conns + 1024))
-if [ "$(ulimit -n)" -lt "$want_fds" ]; then
-  ulimit -n "$want_fds" 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-fi
-[ "$(ulimit -n)" -ge "$want_fds" ] || { echo "open files limited to $(ulimit -n), need $want_fds" >&2; exit 1; }
+raise_nofile $((conns + 1024))
 
 start_server "$@"
 

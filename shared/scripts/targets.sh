@@ -33,17 +33,13 @@ out=${OUT:-$root/docs/results}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 cd "$root"
+# shellcheck source=lib.sh
+source shared/scripts/lib.sh # $tmp, removed on exit; raise_nofile
 
 command -v go >/dev/null || { echo "go is needed to build compare and the servers" >&2; exit 1; }
 command -v cc >/dev/null || { echo "cc is needed to build the C epoll server" >&2; exit 1; }
-want_fds=$((10000 + 1024))
-if [ "$(ulimit -n)" -lt "$want_fds" ]; then
-  ulimit -n "$want_fds" 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-fi
+raise_nofile $((10000 + 1024))
 
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-trap 'exit 130' INT TERM
 # STEPS="" only rewrites targets.md from the files already there.
 if [[ " $steps " == *" compare "* ]]; then
   go build -o "$tmp/compare" ./shared/peers/cmd/compare
