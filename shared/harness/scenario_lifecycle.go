@@ -169,15 +169,7 @@ func runShutdown(e *Env) error {
 	if f != nil {
 		return f
 	}
-	if !exited(s, deadline) {
-		return Fail(Exit, "exit after SIGTERM", fmt.Sprintf("still running %s after SIGTERM", shutdownBudget),
-			"exit status 0", "the server must exit within 2 s of SIGTERM (a thread blocked in accept() is not "+
-				"woken by close() on Linux: shutdown(fd, SHUT_RD) the listener, or wake the loop)")
-	}
-	if s.ExitStatus() != nil {
-		return exitStatusFailure(s)
-	}
-	return nil
+	return exitWithin(s, deadline)
 }
 
 // unreadWait bounds awaitUnread's wait.
@@ -256,42 +248,61 @@ func runUnfinished(e *Env) error {
 			"at shutdown the unfinished rest gets no reply: drop it, flush what is owed and close"); err != nil {
 		return err
 	}
-	if !exited(s, deadline) {
-		return Fail(Exit, "exit after SIGTERM", fmt.Sprintf("still running %s after SIGTERM", shutdownBudget),
-			"exit status 0", "the server must exit within 2 s of SIGTERM")
-	}
-	if s.ExitStatus() != nil {
-		return exitStatusFailure(s)
-	}
-	return nil
+	return exitWithin(s, deadline)
 }
 
 // readOwed reads the replies to the owed lines, in order, then the end of
 // the stream, by the deadline.
 func readOwed(c *Client, s *Server, lines int, deadline time.Time) *Failure {
-	lost := "replies owed before the signal were lost: on SIGTERM stop accepting, but keep reading and " +
-		"answering open connections for a grace period, flush, then close"
 	for i := range lines {
 		step := fmt.Sprintf("reply %d of %d lines sent without reading, SIGTERM in between", i+1, lines)
-		err := c.ExpectReply(step, shutdownLine(i), deadline)
-		if err == nil {
-			continue
+		if err := c.ExpectReply(step, shutdownLine(i), deadline); err != nil {
+			return lostOwed(err, s, deadline, i, lines)
 		}
-		f := AsFailure(explain(err, lost))
-		if f.Kind == Refused {
-			// The server may end the connection; what is wrong is that it
-			// did so early. Dying of the signal explains that best.
-			if exited(s, deadline) && s.ExitStatus() != nil {
-				return exitStatusFailure(s)
-			}
-			f.Kind = Wrong
-		}
-		f.Got = fmt.Sprintf("%d of %d replies, then %s", i, lines, f.Got)
-		return f
 	}
-	return AsFailure(expectClosed(c, "close after the owed replies", deadline,
-		"after the grace period close every connection, so clients see the end: the server must be gone "+
-			"within 2 s of SIGTERM", ""))
+	return AsFailure(expectClosed(c, "close after the owed replies", deadline, closeAfterShutdown, ""))
+}
+
+// closeAfterShutdown is the hint for a connection still open when the
+// server should be gone.
+const closeAfterShutdown = "after the grace period close every connection, so clients see the end: " +
+	"the server must be gone within 2 s of SIGTERM"
+
+// lostOwed explains err, the failure to read a reply owed since before
+// SIGTERM, when answered of the owed replies had come.
+func lostOwed(err error, s *Server, deadline time.Time, answered, owed int) *Failure {
+	f := AsFailure(explain(err, "replies owed before the signal were lost: on SIGTERM stop accepting, but keep "+
+		"reading and answering open connections for a grace period, flush, then close"))
+	if f.Kind == Refused {
+		// The server may end the connection; what is wrong is that it
+		// did so early. Dying of the signal explains that best.
+		if died(s, deadline) {
+			return exitStatusFailure(s)
+		}
+		f.Kind = Wrong
+	}
+	f.Got = fmt.Sprintf("%d of %d replies, then %s", answered, owed, f.Got)
+	return f
+}
+
+// died reports whether s exited by the deadline with a status other
+// than 0.
+func died(s *Server, deadline time.Time) bool {
+	return exited(s, deadline) && s.ExitStatus() != nil
+}
+
+// exitWithin checks that s, signalled, exits with status 0 by the
+// deadline.
+func exitWithin(s *Server, deadline time.Time) error {
+	if !exited(s, deadline) {
+		return Fail(Exit, "exit after SIGTERM", fmt.Sprintf("still running %s after SIGTERM", shutdownBudget),
+			"exit status 0", "the server must exit within 2 s of SIGTERM (a thread blocked in accept() is not "+
+				"woken by close() on Linux: shutdown(fd, SHUT_RD) the listener, or wake the loop)")
+	}
+	if s.ExitStatus() != nil {
+		return exitStatusFailure(s)
+	}
+	return nil
 }
 
 // exited waits until deadline for s to exit and reports whether it did.
