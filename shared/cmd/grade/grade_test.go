@@ -154,6 +154,7 @@ func TestBuggyServersFailWithTheRightHint(t *testing.T) {
 		{"noclose", "close", harness.Leak, "close the fd"},
 		{"noclose", "half-close", harness.Stall, "close the connection"},
 		{"nograce", "shutdown", harness.Exit, "catch SIGTERM"},
+		{"rstgrace", "shutdown-load", harness.Refused, "still sending"},
 		{"nolimit", "long-line", harness.Wrong, "-max-line"},
 		{"pollaccept", "idle", harness.Spin, ""},
 		{"nobackoff", "fd-limit", harness.Spin, "EMFILE"},
