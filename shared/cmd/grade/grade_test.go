@@ -166,6 +166,7 @@ func TestBuggyServersFailWithTheRightHint(t *testing.T) {
 		{"unboundedecho", "slow-reader", harness.Leak, "echo mode"},
 		{"offbyone", "long-line", harness.Wrong, "off-by-one"},
 		{"pollloop", "idle", harness.Spin, "timeout"},
+		{"emfilewait", "fd-limit", harness.Stall, "sleep and retry accept"},
 	} {
 		t.Run(tc.bug+"/"+tc.scenario, func(t *testing.T) {
 			r := gradeOne(t, fixture(t, tc.bug), tc.scenario)
