@@ -73,7 +73,7 @@ var rules = []rule{
 	{re: regexp.MustCompile(`^cd /tmp/lab\w+ && go test `), kind: Run, exit: 1, timeout: 5 * time.Minute,
 		why: "a fresh starter fails its tests: the student's code is not written yet, as the page shows"},
 	{re: regexp.MustCompile(`^shared/classroom/grade-all\.sh -stage 2 .*01-blocking`), kind: Run, exit: 1, timeout: slowTimeout,
-		why: "01's serial model fails stage 2's concurrent and idle, as the page shows, and grade-all.sh says so with exit 1"},
+		why: "01's serial model fails stage 2's concurrent, idle and shutdown-load, as the page shows, and grade-all.sh says so with exit 1"},
 
 	// Slow, but each finishes by itself.
 	{re: regexp.MustCompile(`-bench=`), kind: Run, timeout: slowTimeout},

@@ -82,7 +82,7 @@ func TestStageAdds(t *testing.T) {
 	if err != nil {
 		t.Fatalf("stage 2 against the correct fixture: %v\n%s", err, out)
 	}
-	if diff := cmp.Diff([]string{"concurrent", "idle"}, ran(out)); diff != "" {
+	if diff := cmp.Diff([]string{"concurrent", "idle", "shutdown-load"}, ran(out)); diff != "" {
 		t.Errorf("stage 2 adds (-want +got):\n%s", diff)
 	}
 

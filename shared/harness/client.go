@@ -89,6 +89,12 @@ func (c *Client) ExpectReply(step string, want []byte, deadline time.Time) error
 	if err != nil {
 		return readFailure(step, fmt.Sprintf("reply to %.40q", want), got, err)
 	}
+	return c.checkReply(step, got, want)
+}
+
+// checkReply checks that got, a line read on c, is the stamp reply to want,
+// with a time within the contract's 2 s.
+func (c *Client) checkReply(step string, got, want []byte) error {
 	t, echoed, err := protocol.ParseReply(got)
 	if err != nil {
 		return Fail(Wrong, step, fmt.Sprintf("%.80q", got), "[YYYY-MM-DD HH:MM:SS]server reply: LINE", err.Error())

@@ -2,7 +2,11 @@ package harness
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -169,15 +173,7 @@ func runShutdown(e *Env) error {
 	if f != nil {
 		return f
 	}
-	if !exited(s, deadline) {
-		return Fail(Exit, "exit after SIGTERM", fmt.Sprintf("still running %s after SIGTERM", shutdownBudget),
-			"exit status 0", "the server must exit within 2 s of SIGTERM (a thread blocked in accept() is not "+
-				"woken by close() on Linux: shutdown(fd, SHUT_RD) the listener, or wake the loop)")
-	}
-	if s.ExitStatus() != nil {
-		return exitStatusFailure(s)
-	}
-	return nil
+	return exitWithin(s, deadline)
 }
 
 // unreadWait bounds awaitUnread's wait.
@@ -256,42 +252,61 @@ func runUnfinished(e *Env) error {
 			"at shutdown the unfinished rest gets no reply: drop it, flush what is owed and close"); err != nil {
 		return err
 	}
-	if !exited(s, deadline) {
-		return Fail(Exit, "exit after SIGTERM", fmt.Sprintf("still running %s after SIGTERM", shutdownBudget),
-			"exit status 0", "the server must exit within 2 s of SIGTERM")
-	}
-	if s.ExitStatus() != nil {
-		return exitStatusFailure(s)
-	}
-	return nil
+	return exitWithin(s, deadline)
 }
 
 // readOwed reads the replies to the owed lines, in order, then the end of
 // the stream, by the deadline.
 func readOwed(c *Client, s *Server, lines int, deadline time.Time) *Failure {
-	lost := "replies owed before the signal were lost: on SIGTERM stop accepting, but keep reading and " +
-		"answering open connections for a grace period, flush, then close"
 	for i := range lines {
 		step := fmt.Sprintf("reply %d of %d lines sent without reading, SIGTERM in between", i+1, lines)
-		err := c.ExpectReply(step, shutdownLine(i), deadline)
-		if err == nil {
-			continue
+		if err := c.ExpectReply(step, shutdownLine(i), deadline); err != nil {
+			return lostOwed(err, s, deadline, i, lines)
 		}
-		f := AsFailure(explain(err, lost))
-		if f.Kind == Refused {
-			// The server may end the connection; what is wrong is that it
-			// did so early. Dying of the signal explains that best.
-			if exited(s, deadline) && s.ExitStatus() != nil {
-				return exitStatusFailure(s)
-			}
-			f.Kind = Wrong
-		}
-		f.Got = fmt.Sprintf("%d of %d replies, then %s", i, lines, f.Got)
-		return f
 	}
-	return AsFailure(expectClosed(c, "close after the owed replies", deadline,
-		"after the grace period close every connection, so clients see the end: the server must be gone "+
-			"within 2 s of SIGTERM", ""))
+	return AsFailure(expectClosed(c, "close after the owed replies", deadline, closeAfterShutdown, ""))
+}
+
+// closeAfterShutdown is the hint for a connection still open when the
+// server should be gone.
+const closeAfterShutdown = "after the grace period close every connection, so clients see the end: " +
+	"the server must be gone within 2 s of SIGTERM"
+
+// lostOwed explains err, the failure to read a reply owed since before
+// SIGTERM, when answered of the owed replies had come.
+func lostOwed(err error, s *Server, deadline time.Time, answered, owed int) *Failure {
+	f := AsFailure(explain(err, "replies owed before the signal were lost: on SIGTERM stop accepting, but keep "+
+		"reading and answering open connections for a grace period, flush, then close"))
+	if f.Kind == Refused {
+		// The server may end the connection; what is wrong is that it
+		// did so early. Dying of the signal explains that best.
+		if died(s, deadline) {
+			return exitStatusFailure(s)
+		}
+		f.Kind = Wrong
+	}
+	f.Got = fmt.Sprintf("%d of %d replies, then %s", answered, owed, f.Got)
+	return f
+}
+
+// died reports whether s exited by the deadline with a status other
+// than 0.
+func died(s *Server, deadline time.Time) bool {
+	return exited(s, deadline) && s.ExitStatus() != nil
+}
+
+// exitWithin checks that s, signalled, exits with status 0 by the
+// deadline.
+func exitWithin(s *Server, deadline time.Time) error {
+	if !exited(s, deadline) {
+		return Fail(Exit, "exit after SIGTERM", fmt.Sprintf("still running %s after SIGTERM", shutdownBudget),
+			"exit status 0", "the server must exit within 2 s of SIGTERM (a thread blocked in accept() is not "+
+				"woken by close() on Linux: shutdown(fd, SHUT_RD) the listener, or wake the loop)")
+	}
+	if s.ExitStatus() != nil {
+		return exitStatusFailure(s)
+	}
+	return nil
 }
 
 // exited waits until deadline for s to exit and reports whether it did.
@@ -315,4 +330,297 @@ func exitStatusFailure(s *Server) *Failure {
 			"signalfd) and shut down gracefully"
 	}
 	return Fail(Exit, "exit after SIGTERM", exitString(s.ExitStatus()), "exit status 0", hint)
+}
+
+// loadClients is how many clients pipeline at once in shutdown-load:
+// enough that the grace period ends many connections at once, caught in
+// every state (reading, writing, with input unread).
+const loadClients = 32
+
+// loadWindow is how many lines each client may have sent and not yet had
+// answered: deep enough that at any moment most connections have input the
+// server has not read, shallow enough that what is owed at the signal takes
+// a correct server milliseconds of its second of grace.
+const loadWindow = 16
+
+// loadWarm is how many replies every client must have had before SIGTERM:
+// a window's worth twice over, so the load is under way on every one.
+const loadWarm = 2 * loadWindow
+
+// loadWarmWait bounds the wait for every client's first loadWarm replies.
+var loadWarmWait = 2 * ioTimeout
+
+// runShutdownLoad: SIGTERM in the middle of load. Every client pipelines
+// and reads, and keeps doing both after the signal until the server ends
+// its stream, so that at the end of the grace period the server closes
+// connections whose clients are still sending: only a server that shuts its
+// write side and drains before it closes (DESIGN.md, "Closing") ends them
+// with EOF rather than RST. The server then exits, so no fresh client
+// follows, and Run's leak check has nothing left to measure.
+func runShutdownLoad(e *Env) error {
+	s, err := e.Start()
+	if err != nil {
+		return err
+	}
+	var l shutdownLoad
+	for n := range loadClients {
+		c, err := e.Dial(s)
+		if err != nil {
+			l.abort()
+			return err
+		}
+		l.clients = append(l.clients, newLoadClient(c, n))
+	}
+	for _, lc := range l.clients {
+		l.wg.Go(lc.write)
+		l.wg.Go(func() { lc.read(s, &l.stopAt) })
+	}
+	if f := l.warmUp(e); f != nil {
+		l.abort()
+		return f
+	}
+	return l.terminate(e, s)
+}
+
+// shutdownLoad is the clients of one run of shutdown-load.
+type shutdownLoad struct {
+	clients []*loadClient
+	wg      sync.WaitGroup // every client's reader and writer
+	// stopAt is the readers' last deadline, in Unix nanoseconds, once
+	// SIGTERM is sent: the server must be gone by then.
+	stopAt atomic.Int64
+}
+
+// warmUp waits until every client has had loadWarm replies, client by
+// client in connect order, so that a server serving one client at a time
+// fails at the same client on every run.
+func (l *shutdownLoad) warmUp(e *Env) *Failure {
+	timer := time.NewTimer(loadWarmWait)
+	defer timer.Stop()
+	for _, lc := range l.clients {
+		select {
+		case <-lc.warm:
+		case <-lc.done:
+			return lc.fail
+		case <-timer.C:
+			return Fail(Stall, lc.step(int(lc.replies.Load()), -1),
+				fmt.Sprintf("%d replies in %s", lc.replies.Load(), loadWarmWait), fmt.Sprintf("%d", loadWarm),
+				"a client pipelining beside others was answered slowly or not at all")
+		case <-e.Ctx.Done():
+			return AsFailure(e.Ctx.Err())
+		}
+	}
+	return nil
+}
+
+// terminate sends SIGTERM with every client still pipelining, and judges
+// what each then reads and how the server exits.
+func (l *shutdownLoad) terminate(e *Env, s *Server) error {
+	owed := 0
+	for _, lc := range l.clients {
+		// Taken before the signal: every line counted was wholly written
+		// before it. Lines written in between are owed too, uncounted.
+		lc.owed.Store(lc.sent.Load())
+		owed += int(lc.owed.Load())
+	}
+	e.expectExit(s)
+	signalled := time.Now()
+	deadline := signalled.Add(shutdownBudget)
+	l.stopAt.Store(deadline.UnixNano())
+	if err := s.Signal(syscall.SIGTERM); err != nil {
+		l.abort()
+		return Fail(Exit, "send SIGTERM", err.Error(), "a running server", "")
+	}
+	l.wg.Wait()
+	replies := 0
+	for _, lc := range l.clients {
+		replies += int(lc.replies.Load())
+	}
+	e.Logf("shutdown-load: %d clients had sent %d lines at SIGTERM; %d replies in all", loadClients, owed, replies)
+	for _, lc := range l.clients {
+		if lc.fail != nil {
+			return lc.fail
+		}
+	}
+	return exitWithin(s, deadline)
+}
+
+// abort ends every client and waits for their goroutines.
+func (l *shutdownLoad) abort() {
+	for _, lc := range l.clients {
+		lc.c.Close()
+	}
+	l.wg.Wait()
+}
+
+// loadClient is one client of shutdown-load: a writer that pipelines its
+// lines, never more than loadWindow ahead of the replies, and a reader that
+// checks every reply, in order, until the end of the stream.
+type loadClient struct {
+	c       *Client
+	n       int           // from 0, in connect order
+	room    chan struct{} // a token for each line the writer may send
+	sent    atomic.Int64  // lines wholly written
+	owed    atomic.Int64  // lines wholly written before SIGTERM; -1 until it is sent
+	replies atomic.Int64  // replies read and found right
+	warm    chan struct{} // closed at the loadWarm-th reply
+	done    chan struct{} // closed when the reader has ended
+	fail    *Failure      // why the reader ended, nil for a right end; set before done is closed
+}
+
+func newLoadClient(c *Client, n int) *loadClient {
+	lc := &loadClient{c: c, n: n, room: make(chan struct{}, loadWindow),
+		warm: make(chan struct{}), done: make(chan struct{})}
+	lc.owed.Store(-1)
+	for range loadWindow {
+		lc.room <- struct{}{}
+	}
+	return lc
+}
+
+// line is the i-th line of client lc, without its '\n': a reply that went
+// to the wrong client, or out of order, names the line it answers.
+func (lc *loadClient) line(i int) []byte {
+	return fmt.Appendf(nil, "client %d of %d line %d", lc.n+1, loadClients, i+1)
+}
+
+// step names the check of reply i, given the lines owed since SIGTERM (-1
+// before it).
+func (lc *loadClient) step(i int, owed int64) string {
+	if owed < 0 {
+		return fmt.Sprintf("client %d of %d: reply %d, before SIGTERM", lc.n+1, loadClients, i+1)
+	}
+	return fmt.Sprintf("client %d of %d: reply %d, SIGTERM after its line %d", lc.n+1, loadClients, i+1, owed)
+}
+
+// write sends lines, as many at a time as there is room for, until the
+// reader ends (and closes the connection).
+func (lc *loadClient) write() {
+	for i := 0; ; {
+		select {
+		case <-lc.room:
+		case <-lc.done:
+			return
+		}
+		n := 1 + takeAll(lc.room)
+		var batch []byte
+		for j := i; j < i+n; j++ {
+			batch = append(append(batch, lc.line(j)...), '\n')
+		}
+		if _, err := lc.c.Write(batch, ioTimeout); err != nil {
+			return // the reader judges the stream
+		}
+		i += n
+		lc.sent.Store(int64(i))
+	}
+}
+
+// takeAll takes every token waiting in ch and returns how many.
+func takeAll(ch chan struct{}) int {
+	for n := 0; ; n++ {
+		select {
+		case <-ch:
+		default:
+			return n
+		}
+	}
+}
+
+// read checks every reply, in order, until the end of the stream, which
+// must come after every line owed since SIGTERM is answered, and be EOF.
+// stopAt is the last deadline once SIGTERM is sent.
+func (lc *loadClient) read(s *Server, stopAt *atomic.Int64) {
+	defer close(lc.done)
+	// Closed once the stream has ended, as a client would: a server that
+	// lingers until its client's EOF may close then. It stops the writer.
+	defer lc.c.Close()
+	for i := 0; ; i++ {
+		deadline := time.Now().Add(ioTimeout)
+		if at := stopAt.Load(); at != 0 {
+			deadline = earliest(deadline, time.Unix(0, at))
+		}
+		got, err := lc.c.ReadLine(deadline)
+		if err != nil {
+			lc.fail = lc.end(s, i, got, err, deadline)
+			return
+		}
+		if err := lc.c.checkReply(lc.step(i, lc.owed.Load()), got, lc.line(i)); err != nil {
+			lc.fail = AsFailure(explain(err, "a reply went to the wrong client, or out of order: keep each "+
+				"connection's input, output and state its own, whatever the load"))
+			return
+		}
+		lc.replies.Add(1)
+		if i+1 == loadWarm {
+			close(lc.warm)
+		}
+		select {
+		case lc.room <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// end judges the end of lc's stream after i right replies: read failed
+// with err, having read got of a next line.
+func (lc *loadClient) end(s *Server, i int, got []byte, err error, deadline time.Time) *Failure {
+	owed := lc.owed.Load()
+	step := lc.step(i, owed)
+	f := readFailure(step, fmt.Sprintf("reply to %.40q", lc.line(i)), got, err)
+	switch {
+	case owed < 0:
+		return AsFailure(explain(f, "a client pipelining beside others was stalled or cut off before SIGTERM: "+
+			"serve every connection at once, and each until its client leaves"))
+	case int64(i) < owed:
+		return lostOwed(f, s, deadline, i, int(owed))
+	case f.Kind == Stall:
+		return Fail(Stall, fmt.Sprintf("client %d of %d: the end of the stream after SIGTERM", lc.n+1, loadClients),
+			fmt.Sprintf("%d replies, then the connection still open", i), "EOF", closeAfterShutdown)
+	case len(got) > 0:
+		f.Hint = "a reply was cut short at the end of the stream: flush every reply whole before closing"
+		f.Kind = Wrong
+		return f
+	case isReset(err) && died(s, deadline):
+		return exitStatusFailure(s)
+	case isReset(err):
+		return Fail(Refused, fmt.Sprintf("client %d of %d: the end of the stream after SIGTERM, the client still sending",
+			lc.n+1, loadClients), fmt.Sprintf("RST after %d replies", i), "EOF (FIN) after the last reply", rstAtGraceEnd)
+	case errors.Is(err, io.EOF):
+		return lc.sendAfterEOF(i)
+	}
+	return f
+}
+
+// rstAtGraceEnd is the hint for a server that closed, rather than drained,
+// a connection whose client was still sending.
+const rstAtGraceEnd = "at the end of the grace period the server closed connections whose clients were still " +
+	"sending: closing a socket with input unread, or receiving input after the close, makes the kernel send " +
+	"RST, which discards every reply not yet delivered. Flush what is owed, shutdown(SHUT_WR), read and discard " +
+	"until the client's EOF (or the shutdown's deadline), then close"
+
+// lateWrites is how many lines a client sends after the server's EOF: on
+// loopback the RST a closed socket answers the first with is back before
+// the write returns, so the next ones fail, and 32 clients make a miss
+// all but impossible.
+const lateWrites = 3
+
+// sendAfterEOF goes on sending, as a client that has not yet read the
+// server's EOF would, after i replies and the EOF. A server that drains
+// reads and drops the lines until the client closes; one that closed
+// without draining answers them with RST, the same RST that, with input
+// unread at its close, would have cost replies.
+func (lc *loadClient) sendAfterEOF(i int) *Failure {
+	for j := range lateWrites {
+		_, err := lc.c.Write(append(lc.line(i+j), '\n'), ioTimeout)
+		if err == nil {
+			continue
+		}
+		step := fmt.Sprintf("client %d of %d: lines sent after the server's EOF, SIGTERM in the middle of the load",
+			lc.n+1, loadClients)
+		if isReset(err) {
+			return Fail(Refused, step, fmt.Sprintf("RST at line %d of %d sent after the EOF", j+1, lateWrites),
+				"the server to read and drop them until the client closes", rstAtGraceEnd)
+		}
+		return Fail(Wrong, step, err.Error(), "the server to read and drop them until the client closes", "")
+	}
+	return nil
 }

@@ -3,6 +3,7 @@ package harness
 import (
 	"fmt"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -235,17 +236,56 @@ func runFDLimit(e *Env) error {
 	if err != nil {
 		return err
 	}
-	limit := baseline + fdHeadroom
+	// Room for the pingers, connected first, and for fdHeadroom more.
+	limit := baseline + fdPingers + fdHeadroom
 	if _, err := s.SetFDLimit(uint64(limit)); err != nil {
 		return err
 	}
+	pp, err := startPingers(e, s)
+	if err != nil {
+		return err
+	}
+	defer pp.abort()
+	clients, err := dialPastLimit(e, s, limit)
+	if err != nil {
+		return err
+	}
+	if err := reachLimit(e, s, baseline, limit); err != nil {
+		return err
+	}
+	// The pingers' rounds are counted from here, and mostly made during
+	// the CPU window: time at the limit is what a server's accept backoff
+	// grows with, and what it then takes to notice the fds free.
+	marks := pp.mark()
+	if err := noSpin(e, s, limit); err != nil {
+		return err
+	}
+	if err := pp.rounds(e, marks); err != nil {
+		return err
+	}
+	for _, c := range clients {
+		c.Close()
+	}
+	if err := recoverAfterLimit(e, s, "a new client once the clients at the limit have closed"); err != nil {
+		return err
+	}
+	if err := pp.end(); err != nil {
+		return err
+	}
+	return noneToClose(e, s)
+}
+
+// dialPastLimit connects fdClients clients, each sending a line, to a
+// server with room for half of them.
+func dialPastLimit(e *Env, s *Server, limit int) ([]*Client, error) {
 	clients := make([]*Client, fdClients)
 	for i := range clients {
+		var err error
 		if clients[i], err = e.Dial(s); err != nil {
 			f := AsFailure(err)
 			f.Step = fmt.Sprintf("connect %d of %d with the server's fd limit at %d", i+1, fdClients, limit)
 			f.Hint = "connections the server cannot accept yet must wait in the listen backlog: keep listening"
-			return f
+			return nil, f
 		}
 		// No reply is awaited: whether the server answers at its limit, or
 		// accepts and closes to shed load, is its choice.
@@ -253,7 +293,12 @@ func runFDLimit(e *Env) error {
 			e.Logf("fd-limit: client %d: %v", i+1, err)
 		}
 	}
+	return clients, nil
+}
 
+// reachLimit waits for the server to take every fd it can, and checks
+// that it reached its limit.
+func reachLimit(e *Env, s *Server, baseline, limit int) error {
 	// Wait for the server to take every fd it can, or to stop taking more.
 	steady := steadyFor(fdSteady)
 	n, err := s.WaitFDs(e.Ctx, fdSettle, func(n int) bool { return n >= limit || steady(n) })
@@ -269,7 +314,11 @@ func runFDLimit(e *Env) error {
 			"the server stopped accepting before it ran out of fds, so accept never failed with EMFILE: "+
 				"a server that serves one client at a time leaves the rest in the backlog")
 	}
+	return nil
+}
 
+// noSpin checks the server burns no CPU at its fd limit.
+func noSpin(e *Env, s *Server, limit int) error {
 	cpu0, err := s.CPU()
 	if err != nil {
 		return err
@@ -288,14 +337,139 @@ func runFDLimit(e *Env) error {
 			"accept failed with EMFILE and the listener stayed readable, so the loop spun: on EMFILE stop watching "+
 				"the listener until a connection closes (or keep a spare fd to accept-and-close)")
 	}
+	return nil
+}
 
-	for _, c := range clients {
-		c.Close()
+// fdPingers keep a ping-pong going through fd-limit on connections the
+// server accepted before it ran out: being out of fds is no reason to stop
+// serving the connections it has.
+const fdPingers = 8
+
+// fdPingEvery paces each pinger: steady traffic rather than load, so that
+// the CPU window still measures what the server does about the clients it
+// cannot accept (8 exchanges every 50 ms cost a server built with -race a
+// few ms of CPU in the window, against a budget of 100).
+const fdPingEvery = 50 * time.Millisecond
+
+// fdPingRounds is how many exchanges each pinger must make with the
+// server at its limit: a few of the ten the CPU window gives time for.
+const fdPingRounds = 3
+
+// pingHint is the hint for a pinger left unanswered.
+const pingHint = "a client the server had accepted went unserved while the server was out of fds: on EMFILE " +
+	"stop watching the listener (or back off on a timer) and go on serving the connections already open; " +
+	"never wait in the loop for an fd to come free (sleep and retry accept)"
+
+// pinger is one client of fd-limit that asks a line, gets its reply, and
+// asks again every fdPingEvery.
+type pinger struct {
+	c        *Client
+	n        int           // from 0, in connect order
+	count    atomic.Int64  // exchanges made
+	answered chan struct{} // a token after each exchange, at most one waiting
+	done     chan struct{} // closed when the pinger has stopped
+	err      error         // why it stopped, if not asked to; set before done is closed
+}
+
+// pingers is fd-limit's pingers, and the channel that stops them.
+type pingers struct {
+	all  []*pinger
+	quit chan struct{}
+	once sync.Once
+}
+
+// startPingers connects fdPingers clients, before any client that will
+// find the server out of fds, and starts each one's ping-pong.
+func startPingers(e *Env, s *Server) (*pingers, error) {
+	pp := &pingers{quit: make(chan struct{})}
+	for n := range fdPingers {
+		c, err := e.Dial(s)
+		if err != nil {
+			pp.abort()
+			return nil, err
+		}
+		p := &pinger{c: c, n: n, answered: make(chan struct{}, 1), done: make(chan struct{})}
+		pp.all = append(pp.all, p)
+		go p.run(pp.quit)
 	}
-	if err := recoverAfterLimit(e, s, "a new client once the clients at the limit have closed"); err != nil {
-		return err
+	return pp, nil
+}
+
+// run is one pinger's ping-pong, until quit or a failure.
+func (p *pinger) run(quit <-chan struct{}) {
+	defer close(p.done)
+	tick := time.NewTicker(fdPingEvery) // paces the exchanges; each is bounded by its own deadline
+	defer tick.Stop()
+	for i := 1; ; i++ {
+		step := fmt.Sprintf("ping-pong client %d of %d: exchange %d, through the server's fd limit", p.n+1, fdPingers, i)
+		msg := fmt.Appendf(nil, "ping %d from client %d", i, p.n+1)
+		if err := p.c.Ask(step, msg, time.Now().Add(ioTimeout)); err != nil {
+			p.err = explain(err, pingHint)
+			return
+		}
+		p.count.Add(1)
+		select {
+		case p.answered <- struct{}{}:
+		default:
+		}
+		select {
+		case <-quit:
+			return
+		case <-tick.C:
+		}
 	}
-	return noneToClose(e, s)
+}
+
+// mark is what each pinger's count must reach fdPingRounds exchanges
+// from now.
+func (pp *pingers) mark() []int64 {
+	want := make([]int64, len(pp.all))
+	for i, p := range pp.all {
+		want[i] = p.count.Load() + fdPingRounds
+	}
+	return want
+}
+
+// rounds waits until every pinger's count has reached its mark; each
+// exchange is bounded by its own deadline.
+func (pp *pingers) rounds(e *Env, want []int64) error {
+	for i, p := range pp.all {
+		for p.count.Load() < want[i] {
+			select {
+			case <-p.answered:
+			case <-p.done:
+				return p.err
+			case <-e.Ctx.Done():
+				return e.Ctx.Err()
+			}
+		}
+	}
+	e.Logf("fd-limit: %d ping-pong clients made %d exchanges each at the limit", fdPingers, fdPingRounds)
+	return nil
+}
+
+// end stops the pingers once their exchange in flight is done, and
+// returns the first failure, in connect order.
+func (pp *pingers) end() error {
+	pp.once.Do(func() { close(pp.quit) })
+	for _, p := range pp.all {
+		<-p.done
+	}
+	for _, p := range pp.all {
+		if p.err != nil {
+			return p.err
+		}
+	}
+	return nil
+}
+
+// abort stops the pingers at once, whatever they were waiting for.
+func (pp *pingers) abort() {
+	pp.once.Do(func() { close(pp.quit) })
+	for _, p := range pp.all {
+		p.c.Close()
+		<-p.done
+	}
 }
 
 // fdShort is how far below its limit a server may settle and still count

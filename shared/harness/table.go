@@ -45,8 +45,10 @@ var table = []Scenario{
 		What: "SIGTERM: exit 0 within 2 s, owed replies delivered first"},
 	{Name: "unfinished", Stage: 1, Run: runUnfinished,
 		What: "SIGTERM with half a line unsent: the whole lines are answered, the unfinished rest is not, exit 0"},
+	{Name: "shutdown-load", Stage: 2, Run: runShutdownLoad,
+		What: "32 clients pipelining and reading, SIGTERM once all are answered, the clients still sending: every line sent before it answered in order, then EOF, not RST; exit 0 within 2 s (the server is gone: no fresh client or fd check after it)"},
 	{Name: "fd-limit", Stage: 4, Run: runFDLimit,
-		What: "under a low open-files limit the server reaches it without crashing or spinning, and serves again once fds free, even with none of its own to close"},
+		What: "under a low open-files limit the server reaches it without crashing or spinning, 8 ping-pong clients it had accepted answered all the while, and serves again once fds free, even with none of its own to close"},
 }
 
 // MaxStage is the last stage.

@@ -154,6 +154,7 @@ func TestBuggyServersFailWithTheRightHint(t *testing.T) {
 		{"noclose", "close", harness.Leak, "close the fd"},
 		{"noclose", "half-close", harness.Stall, "close the connection"},
 		{"nograce", "shutdown", harness.Exit, "catch SIGTERM"},
+		{"rstgrace", "shutdown-load", harness.Refused, "still sending"},
 		{"nolimit", "long-line", harness.Wrong, "-max-line"},
 		{"pollaccept", "idle", harness.Spin, ""},
 		{"nobackoff", "fd-limit", harness.Spin, "EMFILE"},
@@ -165,6 +166,7 @@ func TestBuggyServersFailWithTheRightHint(t *testing.T) {
 		{"unboundedecho", "slow-reader", harness.Leak, "echo mode"},
 		{"offbyone", "long-line", harness.Wrong, "off-by-one"},
 		{"pollloop", "idle", harness.Spin, "timeout"},
+		{"emfilewait", "fd-limit", harness.Stall, "sleep and retry accept"},
 	} {
 		t.Run(tc.bug+"/"+tc.scenario, func(t *testing.T) {
 			r := gradeOne(t, fixture(t, tc.bug), tc.scenario)
