@@ -70,13 +70,20 @@ var (
 
 // rtracing is -trace's guard, as tracing is -v's: set once, before the
 // loops start, while an execution trace (runtime/trace, imported as
-// rtrace: trace is -v's) is being written to traceFile. Off, each region
-// of the loops' timeline (see region in loop.go) costs one branch.
-var (
-	rtracing  bool
-	traceFile *os.File
-	traceStop sync.Once
-)
+// rtrace: trace is -v's) is being written. Off, each region of the loops'
+// timeline (see region in loop.go) costs one branch.
+var rtracing bool
+
+// traced is -trace's execution trace: its file, and the trace task
+// "server", which spans the run and holds every region and hand-off, for
+// go tool trace (Go 1.26) draws regions only in a task's timeline: its
+// "User-defined tasks", server, then the task's goroutine view.
+var traced struct {
+	ctx  context.Context
+	task *rtrace.Task
+	file *os.File
+	stop sync.Once
+}
 
 func main() {
 	cfg, err := parseFlags(os.Args[1:])
@@ -194,7 +201,8 @@ func startTrace(path string) error {
 		f.Close()
 		return fmt.Errorf("-trace %s: %w", path, err)
 	}
-	traceFile, rtracing = f, true
+	traced.ctx, traced.task = rtrace.NewTask(context.Background(), "server")
+	traced.file, rtracing = f, true
 	return nil
 }
 
@@ -205,13 +213,14 @@ func startTrace(path string) error {
 // deferred call, so without this the file would end up to a second
 // before the exit, and a short run's would be empty.
 func exit(code int) {
-	traceStop.Do(func() {
-		if traceFile == nil {
+	traced.stop.Do(func() {
+		if traced.file == nil {
 			return
 		}
-		rtrace.Log(context.Background(), "exit", fmt.Sprintf("status %d", code))
+		rtrace.Log(traced.ctx, "exit", fmt.Sprintf("status %d", code))
+		traced.task.End()
 		rtrace.Stop()
-		if err := traceFile.Close(); err != nil {
+		if err := traced.file.Close(); err != nil {
 			fmt.Fprintln(os.Stderr, name+": -trace:", err)
 		}
 	})
