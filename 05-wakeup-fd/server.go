@@ -116,7 +116,9 @@ func (s *server) serve() error {
 // turn is one turn of the loop: wait for edges, handle each, give the
 // connections owed a read their next turn, then do what has fallen due.
 func (l *loop) turn(events []unix.EpollEvent, buf []byte) error {
+	wait := region("wait")
 	n, err := epollWait(l.epfd, events, l.timeout())
+	wait.end()
 	if err != nil {
 		return err
 	}
@@ -135,7 +137,9 @@ func (l *loop) dispatch(ev unix.EpollEvent, buf []byte) {
 		trace.Printf("fd=%d %s", fd, eventString(ev.Events))
 	}
 	if fd == l.waker.fd() {
+		tasks := region("tasks")
 		l.runTasks()
+		tasks.end()
 		return
 	}
 	// An fd closed earlier in this batch may still have an event here;
@@ -196,7 +200,9 @@ func (l *loop) expire(now time.Time) {
 func (s *server) acceptLoop() {
 	defer close(s.accepted)
 	for {
+		accepting := region("accept")
 		fd, sa, err := accept(s.lfd)
+		accepting.end()
 		switch {
 		case err == nil:
 			s.acceptBackoff = 0
@@ -220,7 +226,7 @@ func (s *server) acceptLoop() {
 		if tracing {
 			trace.Printf("accept fd=%d from %s: queued for the loop", fd, sockaddrString(sa))
 		}
-		s.loop.queueInLoop(func() { s.loop.register(fd) })
+		s.loop.queueInLoop(handoff("register", fd, func() { s.loop.register(fd) }))
 	}
 }
 
@@ -306,7 +312,7 @@ func (l *loop) closeConn(c *conn, why string) {
 func (s *server) shutdown() {
 	s.shutOnce.Do(func() {
 		s.stopAccepting()
-		s.loop.runInLoop(s.loop.beginGrace)
+		s.loop.runInLoop(handoff("begin grace", -1, s.loop.beginGrace))
 	})
 }
 

@@ -61,6 +61,7 @@ func (l *loop) handle(c *conn, events uint32, buf []byte) {
 	}
 	// EPOLLIN, EPOLLRDHUP and EPOLLHUP all mean "read has news": data, 0
 	// for the client's FIN, or an error; then EAGAIN once there is no more.
+	defer region("read").end()
 	for reads := 0; reads < readBudget; reads++ {
 		n, err := readFD(c.fd, buf)
 		switch {

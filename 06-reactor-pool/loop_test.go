@@ -3,18 +3,26 @@
 package main
 
 import (
+	"bufio"
 	"fmt"
+	"io"
+	"net"
 	"os"
+	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/stretchr/testify/require"
+	xtrace "golang.org/x/exp/trace"
 	"golang.org/x/sys/unix"
 
+	"reactorlab/shared/harness"
 	"reactorlab/shared/protocol"
 )
 
@@ -432,4 +440,199 @@ func TestNoGoroutineLeak(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestTrace: -trace FILE writes an execution trace that go tool trace can
+// read, and in it the timeline the README tells readers to look for: each
+// loop waiting, reading, writing and running tasks, the hand-offs from
+// the acceptor (and, in -model queue, from the workers) to a loop, and
+// the trace's end, written when SIGTERM ends the server.
+func TestTrace(t *testing.T) {
+	const conns, lines = 4, 5
+	server := harness.Build(t, ".")
+	tests := []struct {
+		name string
+		args []string
+		want timeline
+	}{
+		{name: "loops", args: []string{"-model", "loops", "-loops", "2"}, want: timeline{
+			goroutines: map[string]int{"acceptor": 1, "loop": 2},
+			regions:    map[string][]string{"acceptor": {"accept"}, "loop": {"handoff", "read", "tasks", "wait", "write"}},
+			handoffs:   map[string]int{"register acceptor→loop": conns, "begin grace other→loop": 2},
+			exit:       "status 0",
+		}},
+		{name: "queue", args: []string{"-model", "queue", "-loops", "1"}, want: timeline{
+			goroutines: map[string]int{"acceptor": 1, "loop": 1, "worker": 1},
+			regions: map[string][]string{"acceptor": {"accept"}, "loop": {"handoff", "request", "tasks", "wait"},
+				"worker": {"read", "write"}},
+			handoffs: map[string]int{"register acceptor→loop": conns, "take back worker→loop": conns,
+				"begin grace other→loop": 1},
+			exit: "status 0",
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			file := newTraceFile(t)
+			s := harness.StartServer(t, server, append(tt.args, "-mode", "echo", "-trace", file)...)
+			echoAndClose(t, s.Addr(), conns, lines)
+			require.NoError(t, s.Signal(unix.SIGTERM))
+			select {
+			case <-s.Exited():
+			case <-time.After(taskWait):
+				t.Fatalf("still running %v after SIGTERM", taskWait)
+			}
+			require.NoError(t, s.ExitStatus(), "exit status after SIGTERM; stderr:\n%s", s.Output())
+			if diff := cmp.Diff(tt.want, readTimeline(t, file), cmp.AllowUnexported(timeline{})); diff != "" {
+				t.Errorf("timeline in the trace (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// newTraceFile is where a test's server writes its trace, in a folder
+// removed when the test ends.
+func newTraceFile(t *testing.T) string {
+	return filepath.Join(t.TempDir(), "server.trace")
+}
+
+// echoAndClose makes conns connections to addr, one after the other, each
+// echoing lines lines one at a time, then half-closing and reading until
+// EOF: by then the server has closed it, and every hand-off it took has
+// run.
+func echoAndClose(t *testing.T, addr string, conns, lines int) {
+	t.Helper()
+	for i := range conns {
+		c, err := net.DialTimeout("tcp", addr, taskWait)
+		require.NoError(t, err)
+		t.Cleanup(func() { c.Close() })
+		c.SetDeadline(time.Now().Add(taskWait))
+		r := bufio.NewReader(c)
+		for j := range lines {
+			line := fmt.Sprintf("connection %d, line %d\n", i, j)
+			_, err := c.Write([]byte(line))
+			require.NoError(t, err)
+			if got, err := r.ReadString('\n'); got != line || err != nil {
+				t.Fatalf("echo: got %q, %v; want %q", got, err, line)
+			}
+		}
+		require.NoError(t, c.(*net.TCPConn).CloseWrite())
+		if rest, err := io.ReadAll(r); len(rest) > 0 || err != nil {
+			t.Fatalf("after the half-close: got %q, %v; want EOF", rest, err)
+		}
+	}
+}
+
+// timeline is what an execution trace says the server's goroutines did.
+// A goroutine's role is read off its regions: a loop waits in epoll_wait,
+// the acceptor in accept4, and a worker has regions but waits in neither;
+// one without regions is "other" (main's, the signal goroutine). For each
+// role: how many goroutines had it, and the regions they ran. Hand-offs
+// are counted by what was handed over (the task's log), from which role
+// to which ("none": not run when the trace stopped). untasked counts the
+// regions outside any trace task, which go tool trace draws nowhere. exit
+// is the last event's word on how the server ended ("status 0"), "" if
+// it is missing.
+type timeline struct {
+	goroutines map[string]int
+	regions    map[string][]string
+	handoffs   map[string]int
+	untasked   int
+	exit       string
+}
+
+// readTimeline parses the execution trace in file.
+func readTimeline(t *testing.T, file string) timeline {
+	t.Helper()
+	f, err := os.Open(file)
+	require.NoError(t, err)
+	defer f.Close()
+	r, err := xtrace.NewReader(bufio.NewReader(f))
+	require.NoError(t, err, "%s: not an execution trace", file)
+	te := traceEvents{ran: map[xtrace.GoID]map[string]bool{}, handoffs: map[xtrace.TaskID]*handedOff{}}
+	for {
+		ev, err := r.ReadEvent()
+		if err == io.EOF {
+			return te.timeline()
+		}
+		require.NoError(t, err, "reading %s", file)
+		te.add(ev)
+	}
+}
+
+// traceEvents is what readTimeline gathers, event by event: the regions
+// each goroutine ran, the hand-offs, the regions in no task, the exit.
+type traceEvents struct {
+	ran      map[xtrace.GoID]map[string]bool
+	handoffs map[xtrace.TaskID]*handedOff
+	untasked int
+	exit     string
+}
+
+// handedOff is one hand-off task: what (its log's category), from the
+// goroutine that began it to the one that ended it.
+type handedOff struct {
+	what     string
+	from, to xtrace.GoID
+}
+
+func (te *traceEvents) add(ev xtrace.Event) {
+	switch ev.Kind() {
+	case xtrace.EventRegionBegin:
+		if te.ran[ev.Goroutine()] == nil {
+			te.ran[ev.Goroutine()] = map[string]bool{}
+		}
+		te.ran[ev.Goroutine()][ev.Region().Type] = true
+		if ev.Region().Task == xtrace.BackgroundTask {
+			te.untasked++
+		}
+	case xtrace.EventTaskBegin:
+		if ev.Task().Type == "handoff" {
+			te.handoffs[ev.Task().ID] = &handedOff{from: ev.Goroutine(), to: xtrace.NoGoroutine}
+		}
+	case xtrace.EventTaskEnd:
+		if h := te.handoffs[ev.Task().ID]; h != nil {
+			h.to = ev.Goroutine()
+		}
+	case xtrace.EventLog:
+		if h := te.handoffs[ev.Log().Task]; h != nil {
+			h.what = ev.Log().Category
+		}
+		if ev.Log().Category == "exit" {
+			te.exit = ev.Log().Message
+		}
+	}
+}
+
+// role is g's role, read off its regions (see timeline).
+func (te *traceEvents) role(g xtrace.GoID) string {
+	switch {
+	case g == xtrace.NoGoroutine:
+		return "none"
+	case te.ran[g]["wait"]:
+		return "loop"
+	case te.ran[g]["accept"]:
+		return "acceptor"
+	case len(te.ran[g]) > 0:
+		return "worker"
+	}
+	return "other"
+}
+
+func (te *traceEvents) timeline() timeline {
+	tl := timeline{goroutines: map[string]int{}, regions: map[string][]string{}, handoffs: map[string]int{},
+		untasked: te.untasked, exit: te.exit}
+	for g, names := range te.ran {
+		r := te.role(g)
+		tl.goroutines[r]++
+		for name := range names {
+			if !slices.Contains(tl.regions[r], name) {
+				tl.regions[r] = append(tl.regions[r], name)
+			}
+		}
+		slices.Sort(tl.regions[r])
+	}
+	for _, h := range te.handoffs {
+		tl.handoffs[h.what+" "+te.role(h.from)+"→"+te.role(h.to)]++
+	}
+	return tl
 }

@@ -16,6 +16,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -24,8 +25,10 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	rtrace "runtime/trace"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -39,6 +42,7 @@ type config struct {
 	mode    protocol.Mode
 	maxLine int
 	wakeup  string
+	traceTo string // -trace: where to write the execution trace; "" for none
 	model   string
 	loops   int
 }
@@ -55,6 +59,23 @@ var (
 	tracing bool
 )
 
+// rtracing is -trace's guard, as tracing is -v's: set once, before the
+// loops start, while an execution trace (runtime/trace, imported as
+// rtrace: trace is -v's) is being written. Off, each region of the loops'
+// timeline (see region in loop.go) costs one branch.
+var rtracing bool
+
+// traced is -trace's execution trace: its file, and the trace task
+// "server", which spans the run and holds every region and hand-off, for
+// go tool trace (Go 1.26) draws regions only in a task's timeline: its
+// "User-defined tasks", server, then the task's goroutine view.
+var traced struct {
+	ctx  context.Context
+	task *rtrace.Task
+	file *os.File
+	stop sync.Once
+}
+
 func main() {
 	cfg, err := parseFlags(os.Args[1:])
 	if errors.Is(err, flag.ErrHelp) {
@@ -65,10 +86,14 @@ func main() {
 		os.Exit(2)
 	}
 	initRuntimePoller()
+	if err := startTrace(cfg.traceTo); err != nil {
+		fmt.Fprintln(os.Stderr, name+":", err)
+		os.Exit(1)
+	}
 	srv, err := newServer(cfg)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, name+":", err)
-		os.Exit(1)
+		exit(1)
 	}
 	// The contract's ready line: harness and grader wait for it.
 	fmt.Printf("listening on %s\n", srv.addr)
@@ -86,14 +111,15 @@ func main() {
 		time.AfterFunc(hardStop, func() {
 			fmt.Fprintf(os.Stderr, "%s: hard stop %v after the signal; connections abandoned: %d\n",
 				name, hardStop, srv.live.Load())
-			os.Exit(1)
+			exit(1)
 		})
 	}()
 
 	if err := srv.serve(); err != nil {
 		fmt.Fprintln(os.Stderr, name+":", err)
-		os.Exit(1)
+		exit(1)
 	}
+	exit(0)
 }
 
 func parseFlags(args []string) (config, error) {
@@ -103,6 +129,7 @@ func parseFlags(args []string) (config, error) {
 	maxLine := fs.Int("max-line", protocol.DefaultMaxLine, "longest line accepted in stamp mode, in bytes")
 	verbose := fs.Bool("v", false, "trace every accept, readiness event, read, write and close to stderr")
 	wakeup := fs.String("wakeup", "eventfd", "how other goroutines wake the loop: "+strings.Join(wakeupKinds, ", "))
+	traceTo := fs.String("trace", "", "write a Go execution trace to `FILE`, with a region for each loop's waits, events and hand-offs (go tool trace FILE)")
 	model := fs.String("model", "loops", "loops (each connection owned by one of -loops loops) or queue (one loop, -loops workers: the 7-step Reactor)")
 	loops := fs.Int("loops", runtime.NumCPU(), "how many event loops (-model loops) or workers (-model queue)")
 	if err := fs.Parse(args); err != nil {
@@ -131,5 +158,46 @@ func parseFlags(args []string) (config, error) {
 		trace.SetOutput(os.Stderr)
 		tracing = true
 	}
-	return config{addr: *addr, mode: m, maxLine: *maxLine, wakeup: *wakeup, model: *model, loops: *loops}, nil
+	return config{addr: *addr, mode: m, maxLine: *maxLine, wakeup: *wakeup, traceTo: *traceTo, model: *model, loops: *loops}, nil
+}
+
+// startTrace starts the execution trace into path (-trace), or nothing for
+// "". Before the server starts: the loops' goroutines are in it from their
+// first region.
+func startTrace(path string) error {
+	if path == "" {
+		return nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("-trace: %w", err)
+	}
+	if err := rtrace.Start(f); err != nil {
+		f.Close()
+		return fmt.Errorf("-trace %s: %w", path, err)
+	}
+	traced.ctx, traced.task = rtrace.NewTask(context.Background(), "server")
+	traced.file, rtracing = f, true
+	return nil
+}
+
+// exit is os.Exit for every exit once the trace may have started. It
+// stops the trace first, once (main and the hard stop's timer may race
+// here), with a last event that says how the server ended: the runtime
+// writes a trace's last part only when it stops, and os.Exit runs no
+// deferred call, so without this the file would end up to a second
+// before the exit, and a short run's would be empty.
+func exit(code int) {
+	traced.stop.Do(func() {
+		if traced.file == nil {
+			return
+		}
+		rtrace.Log(traced.ctx, "exit", fmt.Sprintf("status %d", code))
+		traced.task.End()
+		rtrace.Stop()
+		if err := traced.file.Close(); err != nil {
+			fmt.Fprintln(os.Stderr, name+": -trace:", err)
+		}
+	})
+	os.Exit(code)
 }

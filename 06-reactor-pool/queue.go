@@ -102,6 +102,7 @@ func (l *loop) stopWorkers() {
 
 // request is steps 3 and 6, on the loop: c is busy from here on.
 func (l *loop) request(c *conn, events uint32) {
+	defer region("request").end()
 	c.hold.mu.Lock()
 	c.hold.busy = true
 	c.hold.mu.Unlock()
@@ -192,6 +193,7 @@ func (w *worker) work() {
 // every complete line into c.out, and have it written. A draining c only
 // has its input dropped.
 func (w *worker) readStep(c *conn, events uint32) {
+	defer region("read").end()
 	if events&unix.EPOLLERR != 0 {
 		w.giveBack(c, wantClose, soError(c.fd))
 		return
@@ -292,5 +294,5 @@ func (w *worker) giveBack(c *conn, after want, why string) {
 	if tracing {
 		trace.Printf("worker %d: fd=%d back to the loop (%s)", w.id, c.fd, why)
 	}
-	w.l.queueInLoop(func() { w.l.takeBack(c, after, why) })
+	w.l.queueInLoop(handoff("take back", c.fd, func() { w.l.takeBack(c, after, why) }))
 }

@@ -831,7 +831,8 @@ func TestHardStopFails(t *testing.T) {
 	server := harness.Build(t, ".")
 	for _, model := range models {
 		t.Run(model, func(t *testing.T) {
-			s := harness.StartServer(t, server, "-mode", "echo", "-model", model)
+			file := newTraceFile(t)
+			s := harness.StartServer(t, server, "-mode", "echo", "-model", model, "-trace", file)
 			c, err := net.DialTimeout("tcp", s.Addr(), 5*time.Second)
 			require.NoError(t, err)
 			t.Cleanup(func() { c.Close() })
@@ -857,6 +858,11 @@ func TestHardStopFails(t *testing.T) {
 			}
 			if out := s.Output(); !strings.Contains(out, "connections abandoned: 1") {
 				t.Errorf("stderr after a hard stop: %q, want it to say 1 connection was abandoned", out)
+			}
+			// The hard stop is os.Exit, which runs no deferred call: the trace
+			// must be stopped first, or it ends up to a second early.
+			if got := readTimeline(t, file).exit; got != "status 1" {
+				t.Errorf("the trace's last word after a hard stop: %q, want %q", got, "status 1")
 			}
 		})
 	}

@@ -116,6 +116,7 @@ func readFD(fd int, p []byte) (n int, err error) {
 // that stalls the loop just the same, and then goes on sleeping for
 // seconds after the client has made room.
 func writeAll(fd int, p []byte) error {
+	defer region("write").end()
 	for len(p) > 0 {
 		var n int
 		err := ignoringEINTR(func() (err error) {

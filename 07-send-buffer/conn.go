@@ -102,6 +102,7 @@ func (l *loop) handle(c *conn, events uint32, buf []byte) {
 	}
 	// EPOLLIN, EPOLLRDHUP and EPOLLHUP all mean "read has news": data, 0
 	// for the client's FIN, or an error; then EAGAIN once there is no more.
+	defer region("read").end()
 	for reads := 0; reads < readBudget; reads++ {
 		if !c.reading() {
 			if tracing {
@@ -401,6 +402,7 @@ func (c *conn) pending() int {
 // EPOLLOUT. Under edge-triggered epoll only EAGAIN is sure to be followed
 // by an edge when room comes; a short write is not.
 func (c *conn) flush() error {
+	defer region("write").end()
 	for c.pending() > 0 {
 		n, call, err := c.write()
 		if err == unix.EAGAIN {

@@ -5,7 +5,9 @@ package main
 import (
 	"os"
 	"runtime"
+	rtrace "runtime/trace"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -274,6 +276,68 @@ func (t *connTable) put(c *conn) {
 func (t *connTable) remove(c *conn) {
 	t.byFD[c.fd] = nil
 	t.n--
+}
+
+// span is one region of a goroutine's timeline in the execution trace
+// (-trace), or nothing with -trace off.
+type span struct{ r *rtrace.Region }
+
+// region starts a region of the calling goroutine's timeline, in the
+// trace task "server" (see traced); end it on the same goroutine. Its
+// name is one of these, the same in every event loop chapter, which go
+// tool trace lists under "User-defined regions" and draws on each
+// goroutine's row of the server task's goroutine view:
+//
+//	wait     a loop in epoll_wait, asleep until an fd or a task wakes it
+//	tasks    a loop running the tasks queued for it (its wakeup fd woke it)
+//	handoff  one of those tasks, queued by another goroutine (see handoff)
+//	read     a connection's readable event: its reads and the answers
+//	write    replies being written, inside read when answered at once
+//	request  -model queue: the loop putting an event on the request queue
+//	         (it waits there while the queue is full)
+//	accept   the acceptor in accept4, until a client comes
+//
+// With -trace off a region is a branch and a zero value: the hot path
+// still allocates nothing (TestHandleAllocs).
+func region(name string) span {
+	if !rtracing {
+		return span{}
+	}
+	return span{rtrace.StartRegion(traced.ctx, name)}
+}
+
+func (s span) end() {
+	if s.r != nil {
+		s.r.End()
+	}
+}
+
+// handoff returns task, which the calling goroutine is about to queue for
+// a loop, wrapped in a trace task of its own, a child of "server": it
+// begins here and ends once the loop has run it, in a region named
+// handoff. go tool trace draws each as a bar from the goroutine that
+// queued it to the loop's, and times them, queueing and wakeup included,
+// on its "User-defined tasks" page. A task per hand-off, not one per loop:
+// a loop's regions have a row of their own already; what the rows cannot
+// show is which goroutine handed which loop what, and how long it waited.
+// what and fd (-1: no connection) go in the task's log. With -trace off
+// handoff is task itself, nothing allocated.
+func handoff(what string, fd int, task func()) func() {
+	if !rtracing {
+		return task
+	}
+	ctx, t := rtrace.NewTask(traced.ctx, "handoff")
+	msg := ""
+	if fd >= 0 {
+		msg = "fd=" + strconv.Itoa(fd)
+	}
+	rtrace.Log(ctx, what, msg)
+	return func() {
+		r := rtrace.StartRegion(ctx, "handoff")
+		task()
+		r.End()
+		t.End()
+	}
 }
 
 // idleList is a loop's open connections in the order they were last

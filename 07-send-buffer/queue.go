@@ -100,6 +100,7 @@ func (l *loop) stopWorkers() {
 
 // request is steps 3 and 6, on the loop: c is busy from here on.
 func (l *loop) request(c *conn, events uint32) {
+	defer region("request").end()
 	c.hold.mu.Lock()
 	c.hold.busy = true
 	c.hold.mu.Unlock()
@@ -236,6 +237,7 @@ func (w *worker) step(c *conn, events uint32) {
 // when c passes high water (see pace). A flushing or draining c only has
 // its input dropped. It returns what is to come after, for what reason.
 func (w *worker) readStep(c *conn) (after want, why string) {
+	defer region("read").end()
 	for range readBudget {
 		if !c.reading() {
 			break
@@ -332,5 +334,5 @@ func (w *worker) giveBack(c *conn, after want, why string) {
 	if tracing {
 		trace.Printf("worker %d: fd=%d back to the loop (%s)", w.id, c.fd, why)
 	}
-	w.l.queueInLoop(func() { w.l.takeBack(c, after, why) })
+	w.l.queueInLoop(handoff("take back", c.fd, func() { w.l.takeBack(c, after, why) }))
 }

@@ -179,7 +179,9 @@ func (s *server) closeLoops() {
 // turn is one turn of the loop: wait for edges, handle each, give the
 // connections owed a read their next turn, then do what has fallen due.
 func (l *loop) turn(events []unix.EpollEvent, buf []byte) error {
+	wait := region("wait")
 	n, err := epollWait(l.epfd, events, l.timeout())
+	wait.end()
 	if err != nil {
 		return err
 	}
@@ -199,7 +201,9 @@ func (l *loop) dispatch(ev unix.EpollEvent, buf []byte) {
 		trace.Printf("fd=%d %s", fd, eventString(ev.Events))
 	}
 	if fd == l.waker.fd() {
+		tasks := region("tasks")
 		l.runTasks()
+		tasks.end()
 		return
 	}
 	// An fd closed earlier in this batch may still have an event here;
@@ -289,7 +293,9 @@ func (l *loop) lingerOver(c *conn) {
 func (s *server) acceptLoop() {
 	defer close(s.accepted)
 	for {
+		accepting := region("accept")
 		fd, sa, err := accept(s.lfd)
+		accepting.end()
 		switch {
 		case err == nil:
 			s.acceptBackoff = 0
@@ -317,7 +323,7 @@ func (s *server) acceptLoop() {
 		if tracing {
 			trace.Printf("accept fd=%d from %s: queued for loop %d", fd, sockaddrString(sa), l.id)
 		}
-		l.queueInLoop(func() { l.register(fd) })
+		l.queueInLoop(handoff("register", fd, func() { l.register(fd) }))
 	}
 }
 
@@ -420,7 +426,7 @@ func (s *server) shutdown() {
 	s.shutOnce.Do(func() {
 		s.stopAccepting()
 		for _, l := range s.loops {
-			l.runInLoop(l.beginGrace)
+			l.runInLoop(handoff("begin grace", -1, l.beginGrace))
 		}
 	})
 }

@@ -1337,7 +1337,8 @@ func TestShutdownAbandonsNonReader(t *testing.T) {
 	server := harness.Build(t, ".")
 	for _, model := range models {
 		t.Run(model, func(t *testing.T) {
-			s := harness.StartServer(t, server, "-mode", "echo", "-model", model)
+			file := newTraceFile(t)
+			s := harness.StartServer(t, server, "-mode", "echo", "-model", model, "-trace", file)
 			c, err := net.DialTimeout("tcp", s.Addr(), 5*time.Second)
 			require.NoError(t, err)
 			t.Cleanup(func() { c.Close() })
@@ -1367,6 +1368,12 @@ func TestShutdownAbandonsNonReader(t *testing.T) {
 			}
 			if strings.Contains(out, "hard stop") {
 				t.Errorf("stderr: %q; want the loops to end by themselves, not the hard stop", out)
+			}
+			// Exit 1 after serve is os.Exit, which runs no deferred call:
+			// the trace must be stopped first, or it ends up to a second
+			// early.
+			if got := readTimeline(t, file).exit; got != "status 1" {
+				t.Errorf("the trace's last word after exit 1: %q, want %q", got, "status 1")
 			}
 		})
 	}

@@ -56,6 +56,9 @@ var rules = []rule{
 		why: "every test of the workspace, this one included; .ci/run runs it as its last step"},
 	{re: regexp.MustCompile(`-- \./my-server(\s|$)`), kind: Skip,
 		why: "./my-server stands for a student's server; the grader's own tests grade real ones"},
+	{re: regexp.MustCompile(`^go tool trace `), kind: Skip,
+		why: "opens the trace viewer in a browser and serves it until Ctrl-C, for a person to look at; " +
+			"TestTrace in 05, 06 and 07 parses such a trace instead"},
 
 	// Servers: started on 127.0.0.1:0, stopped after the page's next commands ran against them.
 	{re: regexp.MustCompile(`^go run \./0[1-9]-[\w-]+(\s|$)`), kind: Server, timeout: readyTimeout},

@@ -125,6 +125,7 @@ func TestClassify(t *testing.T) {
 		{text: "go run ./shared/peers/cmd/stdlib -mode echo          # in another terminal", kind: Server},
 		{text: "go test -race reactorlab/...              # every test of every chapter", kind: Skip},
 		{text: "go run ./shared/cmd/grade -stage 2 -- ./my-server       # a binary", kind: Skip},
+		{text: "go tool trace /tmp/05.trace                              # opens the viewer in a browser", kind: Skip},
 		{text: "go run ./shared/cmd/grade -list                         # stages and scenarios", kind: Run, fast: true},
 		{text: "git diff --no-index 03-epoll-lt 04-epoll-et", kind: Run, fast: true, exit: 1},
 		{text: "go run ./shared/cmd/load -addr 192.168.1.20:12345", kind: Run, exit: 1},
