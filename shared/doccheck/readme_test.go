@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -121,24 +122,37 @@ func repoRoot(t *testing.T) string {
 }
 
 // pages are every README.md of the repository (and its translations,
-// README.zh-CN.md), and docs/*.md, outside testdata and hidden folders,
-// relative to root and sorted.
+// README.zh-CN.md), and docs/*.md, relative to root and sorted.
 func pages(t *testing.T, root string) []string {
 	t.Helper()
 	var out []string
-	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+	for _, rel := range markdownFiles(t, root) {
+		name := path.Base(rel)
+		readme := name == "README.md" || (strings.HasPrefix(name, "README.") && strings.HasSuffix(name, ".md"))
+		if readme || path.Dir(rel) == "docs" {
+			out = append(out, rel)
+		}
+	}
+	return out
+}
+
+// markdownFiles are every .md file of the repository outside testdata
+// and hidden folders, relative to root, with slashes, and sorted.
+func markdownFiles(t *testing.T, root string) []string {
+	t.Helper()
+	var out []string
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
-		rel, _ := filepath.Rel(root, path)
+		rel, _ := filepath.Rel(root, p)
 		if d.IsDir() {
 			if rel != "." && (strings.HasPrefix(d.Name(), ".") || d.Name() == "testdata" || d.Name() == "node_modules") {
 				return filepath.SkipDir
 			}
 			return nil
 		}
-		readme := d.Name() == "README.md" || (strings.HasPrefix(d.Name(), "README.") && strings.HasSuffix(d.Name(), ".md"))
-		if readme || (filepath.Dir(rel) == "docs" && strings.HasSuffix(rel, ".md")) {
+		if strings.HasSuffix(d.Name(), ".md") {
 			out = append(out, filepath.ToSlash(rel))
 		}
 		return nil
