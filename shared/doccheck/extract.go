@@ -11,6 +11,10 @@
 // REACTORLAB_DOCS=all it runs every one it can:
 //
 //	REACTORLAB_DOCS=all go test -run TestREADMECommands -timeout 30m -v reactorlab/shared/doccheck
+//
+// TestCodeLinks holds the links of every Markdown file into lines of Go
+// code to the declarations they name (Problem states the rule), so that
+// a link does not drift off its code when the code moves.
 package doccheck
 
 import (
