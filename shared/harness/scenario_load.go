@@ -197,6 +197,13 @@ func slowReader(e *Env, mode string) error {
 		e.Logf("slow-reader (%s): flooded %s before the server stopped taking more", mode, sizeString(int64(flooded)))
 	}
 
+	// Memory first: a server that queued the flood has its cause of
+	// failure in its RSS already, and is often too busy copying it to
+	// answer a neighbour in time; the stall would hide the cause.
+	if err := memoryBounded(s, rss0, mode, flooded); err != nil {
+		return err
+	}
+
 	// Several neighbours, not one: a server with several loops or
 	// workers deals connections out among them, and a single neighbour
 	// may land where the flood is not. slowNeighbours reaches every loop
@@ -217,12 +224,20 @@ func slowReader(e *Env, mode string) error {
 			err = other.Ask(step, []byte("are you still there?"), deadline)
 		}
 		if err != nil {
+			if merr := memoryBounded(s, rss0, mode, flooded); merr != nil {
+				return merr
+			}
 			return explain(err, "a client that never reads stalled the server (or the loop or worker that "+
 				"serves it): a write that cannot complete must not block; keep what the kernel did not take "+
 				"in a per-connection send buffer and wait for EPOLLOUT")
 		}
 	}
+	return memoryBounded(s, rss0, mode, flooded)
+}
 
+// memoryBounded fails with Leak if s has grown by more than rssGrowthMax
+// since it held rss0, while a client flooded it with flooded bytes.
+func memoryBounded(s *Server, rss0 int64, mode string, flooded int) error {
 	rss1, err := s.RSS()
 	if err != nil {
 		return err
