@@ -24,19 +24,10 @@ rounds=${ROUNDS:-3}
 duration=${DURATION:-2s}
 warmup=${WARMUP:-1s}
 
-root=$(cd "$(dirname "$0")/../.." && pwd)
-out=${OUT:-$root/docs/results}
-mkdir -p "$out"
-out=$(cd "$out" && pwd)
-cd "$root"
+cd "$(dirname "$0")/../.."
 # shellcheck source=lib.sh
-source shared/scripts/lib.sh # $tmp, removed on exit; raise_nofile
-
-command -v go >/dev/null || { echo "go is needed to build compare and the servers" >&2; exit 1; }
-
-# The load generator and the server each hold an fd per connection, in
-# processes of their own (compare, and the server it starts), plus a few.
-raise_nofile $((10000 + 1024))
+source shared/scripts/lib.sh # $root, $tmp (removed on exit), results_setup
+results_setup
 
 go build -o "$tmp/compare" ./shared/peers/cmd/compare
 

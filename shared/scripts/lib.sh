@@ -47,6 +47,18 @@ raise_nofile() {
   [ "$(ulimit -n)" -ge "$1" ] || { echo "open files limited to $(ulimit -n), need $1" >&2; exit 1; }
 }
 
+# results_setup: what ladder.sh and targets.sh share: out (OUT, or
+# docs/results), made and absolute; go present; an fd limit for 10,000
+# connections in the load generator and in the server, plus a few. Run
+# from the repository root.
+results_setup() {
+  out=${OUT:-$root/docs/results}
+  mkdir -p "$out"
+  out=$(cd "$out" && pwd)
+  command -v go >/dev/null || { echo "go is needed to build compare and the servers" >&2; exit 1; }
+  raise_nofile $((10000 + 1024))
+}
+
 # build_load: the lab's load generator, as $tmp/load.
 build_load() {
   command -v go >/dev/null || { echo "go is needed to build the lab's load generator" >&2; exit 1; }

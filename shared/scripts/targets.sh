@@ -28,17 +28,11 @@ rounds=${ROUNDS:-3}
 duration=${DURATION:-2s}
 warmup=${WARMUP:-1s}
 
-root=$(cd "$(dirname "$0")/../.." && pwd)
-out=${OUT:-$root/docs/results}
-mkdir -p "$out"
-out=$(cd "$out" && pwd)
-cd "$root"
+cd "$(dirname "$0")/../.."
 # shellcheck source=lib.sh
-source shared/scripts/lib.sh # $tmp, removed on exit; raise_nofile
-
-command -v go >/dev/null || { echo "go is needed to build compare and the servers" >&2; exit 1; }
+source shared/scripts/lib.sh # $root, $tmp (removed on exit), results_setup
+results_setup
 command -v cc >/dev/null || { echo "cc is needed to build the C epoll server" >&2; exit 1; }
-raise_nofile $((10000 + 1024))
 
 # STEPS="" only rewrites targets.md from the files already there.
 if [[ " $steps " == *" compare "* ]]; then
