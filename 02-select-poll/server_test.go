@@ -545,3 +545,10 @@ func TestHardStopFails(t *testing.T) {
 		})
 	}
 }
+
+// FuzzServer sends random streams, cut at random points, on several
+// connections at once, and checks every reply against the protocol
+// package's own answer (see harness.FuzzServer for how to fuzz longer).
+func FuzzServer(f *testing.F) {
+	harness.FuzzServer(f, harness.Build(f, "."))
+}
