@@ -39,9 +39,9 @@ type rule struct {
 
 const (
 	defaultTimeout = 3 * time.Minute
-	// slowTimeout is for the grader's full stages, the benchmarks and
-	// compare: each finishes by itself, in one to a few minutes on a busy
-	// 2-core machine.
+	// slowTimeout is for the grader's full stages, the benchmarks, the
+	// fuzzing and compare: each finishes by itself, in one to a few minutes
+	// on a busy 2-core machine.
 	slowTimeout = 15 * time.Minute
 	// readyTimeout: `go run` compiles before the server listens.
 	readyTimeout = 2 * time.Minute
@@ -80,6 +80,7 @@ var rules = []rule{
 
 	// Slow, but each finishes by itself.
 	{re: regexp.MustCompile(`-bench=`), kind: Run, timeout: slowTimeout},
+	{re: regexp.MustCompile(`-fuzz=`), kind: Run, timeout: slowTimeout},
 	{re: regexp.MustCompile(`shared/cmd/grade -stage `), kind: Run, timeout: slowTimeout},
 	{re: regexp.MustCompile(`shared/peers/cmd/compare `), kind: Run, timeout: slowTimeout},
 	// The probes; the strace ones attach to the server (ptrace), which
